@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { importImage } from '../../registry/importer.js';
+import { RegistryStore } from '../../registry/store.js';
+import { formatBytes, Progress, rate } from '../progress.js';
+import { output } from '../output.js';
+
+export function registerImport(program: Command): void {
+  program
+    .command('import')
+    .description('Import an image (OCI layout, OCI archive or docker-save tarball) into the registry store')
+    .argument('<source>', 'OCI layout dir, OCI archive or docker archive; SOURCE:REF picks one of several images')
+    .argument('<target>', 'REPO:TAG to store it as')
+    .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
+    .option('--platform <os/arch>', 'platform to pick from a multi-platform index', 'linux/amd64')
+    .option('--json', 'machine-readable output')
+    .addHelpText('after', '\nExample:\n  cairn import ./layout:app:1 app:1 --root /var/lib/cairn')
+    .action(async (source: string, target: string, opts: { root: string; platform: string; json?: boolean }) => {
+      const store = await RegistryStore.open(opts.root);
+      const progress = Progress.for(opts);
+      try {
+        const r = await importImage(store, source, target, {
+          platform: opts.platform,
+          onProgress: (p) =>
+            progress.update(
+              (s) => `importing layer ${p.layer}/${p.layers}: ${p.files} files, ${formatBytes(p.bytes)}, ${rate(p.bytes, s)}`,
+            ),
+        });
+        progress.done();
+        output(opts.json, r, () =>
+          [
+            `imported ${r.repository}:${r.tag} ${r.digest} (${r.platform})`,
+            `  ${r.layers.length} layers (${r.layers.filter((l) => l.newRecipe).length} new), ${r.entries} entries, ${r.files} files`,
+            `  ${r.newFiles} new contents (${formatBytes(r.newBytes)}) of ${formatBytes(r.tarBytes)} of layer data in ${r.seconds.toFixed(2)} s (${rate(r.tarBytes, r.seconds)})`,
+          ].join('\n'),
+        );
+      } finally {
+        progress.done();
+        store.close();
+      }
+    });
+}

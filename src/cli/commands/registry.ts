@@ -1,0 +1,97 @@
+import type { Command } from 'commander';
+import { RegistryStore } from '../../registry/store.js';
+import { registryStats } from '../../registry/stats.js';
+import { collectGarbage } from '../../registry/gc.js';
+import { resolveServeConfig } from '../../registry/config.js';
+import { RegistryHttpServer } from '../../registry/http/server.js';
+import { createLogger } from '../../util/log.js';
+import { formatBytes } from '../progress.js';
+import { intOption, output } from '../output.js';
+
+export function registerRegistry(program: Command): void {
+  const registry = program.command('registry').description('Run and inspect the deduplicating registry');
+
+  registry
+    .command('serve')
+    .description('Serve the registry over HTTP (native API under /api/v1, /healthz, /metrics)')
+    .option('--root <dir>', 'registry store directory (env CAIRN_ROOT)')
+    .option('--listen <host:port>', 'address to listen on (env CAIRN_LISTEN)', undefined)
+    .option('--config <file>', 'JSON config file with root, listen, logLevel')
+    .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
+    .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string }) => {
+      const cfg = resolveServeConfig(opts);
+      const log = createLogger({ level: cfg.logLevel, component: 'registry' });
+      const store = await RegistryStore.open(cfg.root);
+      const server = new RegistryHttpServer(store, log);
+      const addr = await server.listen(cfg.host, cfg.port);
+      log.info('listening', { url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`, root: cfg.root });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          log.info('stopping', { signal });
+          void server.close().then(() => {
+            store.close();
+            resolve();
+          });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+
+  registry
+    .command('stats')
+    .description('Print storage and dedup figures of a registry store')
+    .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { root: string; json?: boolean }) => {
+      const store = await RegistryStore.open(opts.root);
+      try {
+        const s = await registryStats(store);
+        output(opts.json, s, () =>
+          [
+            `images        ${s.images} in ${s.repositories} repositories (${s.tags} tags)`,
+            `layers        ${s.layers} unique, ${s.entries} entries, ${s.files} regular files`,
+            `file bytes    ${formatBytes(s.fileBytes)} over unique layers`,
+            `stored bytes  ${formatBytes(s.storedBytes)} in ${s.uniqueFiles} distinct contents`,
+            `dedup saving  ${s.dedupSavingPercent.toFixed(1)} %`,
+            `metadata      ${formatBytes(s.metadataBytes)} (recipes ${formatBytes(s.recipeBytes)}, tar skeletons ${formatBytes(s.skeletonBytes)})`,
+          ].join('\n'),
+        );
+      } finally {
+        store.close();
+      }
+    });
+
+  registry
+    .command('ls')
+    .description('List the images of a registry store')
+    .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { root: string; json?: boolean }) => {
+      const store = await RegistryStore.open(opts.root);
+      try {
+        const images = store.meta.allImages();
+        output(opts.json, images, () => images.map((i) => `${i.repository}\t${i.tags || '-'}\t${i.digest}`).join('\n'));
+      } finally {
+        store.close();
+      }
+    });
+
+  registry
+    .command('gc')
+    .description('Remove stored contents no image references (left by failed or killed imports)')
+    .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
+    .option('--grace-seconds <n>', 'keep objects younger than this (an import may be writing them)', '3600')
+    .option('--dry-run', 'only report what would be removed')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { root: string; graceSeconds: string; dryRun?: boolean; json?: boolean }) => {
+      const graceMs = intOption(opts.graceSeconds, '--grace-seconds') * 1000;
+      const store = await RegistryStore.open(opts.root);
+      try {
+        const r = await collectGarbage(store, { graceMs, dryRun: opts.dryRun ?? false });
+        output(opts.json, r, () => `${opts.dryRun ? 'would remove' : 'removed'} ${r.removedBlobs} blobs (${formatBytes(r.removedBytes)}) and ${r.removedTemp} temp files; ${r.scanned} blobs scanned`);
+      } finally {
+        store.close();
+      }
+    });
+}

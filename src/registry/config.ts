@@ -1,0 +1,50 @@
+import { readFileSync } from 'node:fs';
+import { CairnError, ErrorCode } from '../model/errors.js';
+import { isLogLevel, type LogLevel } from '../util/log.js';
+
+export interface ServeConfig {
+  root: string;
+  host: string;
+  port: number;
+  logLevel: LogLevel;
+}
+
+const DEFAULT_LISTEN = '127.0.0.1:5000';
+
+export function parseListen(value: string, what = '--listen'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * Resolves the serve configuration: command-line options over environment
+ * (CAIRN_ROOT, CAIRN_LISTEN, CAIRN_LOG_LEVEL) over a JSON config file over defaults.
+ */
+export function resolveServeConfig(
+  cli: { root?: string; listen?: string; logLevel?: string; config?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): ServeConfig {
+  let file: Record<string, unknown> = {};
+  if (cli.config) {
+    try {
+      file = JSON.parse(readFileSync(cli.config, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new CairnError(ErrorCode.INVALID_OPTION, `--config ${cli.config}: ${(err as Error).message}`);
+    }
+    for (const key of Object.keys(file)) {
+      if (!['root', 'listen', 'logLevel'].includes(key)) {
+        throw new CairnError(ErrorCode.INVALID_OPTION, `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel)`);
+      }
+    }
+  }
+  const pick = (c: string | undefined, e: string | undefined, f: unknown): string | undefined =>
+    c ?? e ?? (typeof f === 'string' ? f : undefined);
+  const root = pick(cli.root, env.CAIRN_ROOT, file.root);
+  if (!root) throw new CairnError(ErrorCode.INVALID_OPTION, '--root: a registry directory is required (or CAIRN_ROOT, or "root" in --config)');
+  const listen = parseListen(pick(cli.listen, env.CAIRN_LISTEN, file.listen) ?? DEFAULT_LISTEN);
+  const logLevel = pick(cli.logLevel, env.CAIRN_LOG_LEVEL, file.logLevel) ?? 'info';
+  if (!isLogLevel(logLevel)) throw new CairnError(ErrorCode.INVALID_OPTION, `--log-level: ${JSON.stringify(logLevel)} is not debug|info|warn|error|silent`);
+  return { root, ...listen, logLevel };
+}

@@ -1,0 +1,267 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { gunzipSync } from 'node:zlib';
+import { CairnError, ErrorCode } from '../../model/errors.js';
+import { parseDigest, type Digest } from '../../model/digest.js';
+import { RECIPE_MEDIA_TYPE } from '../../model/recipe.js';
+import type { RegistryStore } from '../store.js';
+import type { ImageRow } from '../metadata.js';
+import { checkRepositoryName, checkTag } from '../metadata.js';
+import type { Logger } from '../../util/log.js';
+import { errorBody, httpStatusOf } from './status.js';
+import { parseRange } from './range.js';
+import { RegistryMetrics } from './metrics.js';
+
+/** The native API's version prefix. */
+export const API_PREFIX = '/api/v1';
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+/** Files up to this size are sent from one read; larger ones are streamed. */
+const SMALL_FILE_BYTES = 256 * 1024;
+
+type Handler = (req: IncomingMessage, res: ServerResponse, params: string[]) => Promise<void> | void;
+interface Route {
+  name: string;
+  pattern: RegExp;
+  handler: Handler;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const data = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.byteLength, ...headers });
+  res.end(res.req.method === 'HEAD' ? undefined : data);
+}
+
+function imageJson(img: ImageRow, extra: Record<string, unknown> = {}): unknown {
+  return {
+    digest: img.digest,
+    ...extra,
+    mediaType: img.manifestMediaType,
+    platform: img.platform,
+    configDigest: img.configDigest,
+    config: JSON.parse(img.config.toString('utf8')) as unknown,
+    createdMs: img.createdMs,
+    layers: img.layers.map((l) => ({
+      recipe: l.recipe,
+      diffId: l.diffId,
+      digest: l.blobDigest,
+      size: l.blobSize,
+      mediaType: l.mediaType,
+      tarBytes: l.tarBytes,
+      entries: l.entries,
+      files: l.files,
+      fileBytes: l.fileBytes,
+    })),
+  };
+}
+
+function decodeParam(raw: string, what: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: malformed percent-encoding`);
+  }
+}
+
+/**
+ * The registry's HTTP server: the native JSON API, file contents by digest,
+ * health and metrics. Every URL parameter is validated before it is used; file
+ * paths come only from validated digests.
+ */
+export class RegistryHttpServer {
+  readonly server: Server;
+  readonly metrics = new RegistryMetrics();
+  private readonly routes: Route[];
+  private closed = false;
+
+  constructor(
+    private readonly store: RegistryStore,
+    private readonly log: Logger,
+  ) {
+    const repo = '([a-z0-9][a-z0-9._/-]*)';
+    this.routes = [
+      { name: 'health', pattern: /^\/(?:healthz|api\/v1\/health)$/, handler: (_q, s) => sendJson(s, 200, { status: 'ok' }) },
+      { name: 'metrics', pattern: /^\/metrics$/, handler: (_q, s) => this.sendMetrics(s) },
+      { name: 'repositories', pattern: /^\/api\/v1\/repositories$/, handler: (_q, s) => sendJson(s, 200, { repositories: this.store.meta.repositories() }) },
+      { name: 'tags', pattern: new RegExp(`^/api/v1/repositories/${repo}/tags$`), handler: (_q, s, p) => this.tags(s, p) },
+      { name: 'image', pattern: new RegExp(`^/api/v1/repositories/${repo}/images/([^/]+)$`), handler: (_q, s, p) => this.imageByRef(s, p) },
+      { name: 'image-digest', pattern: /^\/api\/v1\/images\/([^/]+)$/, handler: (_q, s, p) => this.imageByDigest(s, p) },
+      { name: 'recipe', pattern: /^\/api\/v1\/recipes\/([^/]+)$/, handler: (q, s, p) => this.recipe(q, s, p) },
+      { name: 'file', pattern: /^\/api\/v1\/files\/([^/]+)$/, handler: (q, s, p) => this.file(q, s, p) },
+    ];
+    this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
+  }
+
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        const addr = this.server.address();
+        if (addr && typeof addr === 'object') resolve({ host: addr.address, port: addr.port });
+        else reject(new CairnError(ErrorCode.INTERNAL, 'server has no address'));
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const path = (req.url ?? '/').split('?')[0] as string;
+    let route: Route | undefined;
+    let params: string[] = [];
+    for (const r of this.routes) {
+      const m = r.pattern.exec(path);
+      if (m) {
+        route = r;
+        params = m.slice(1);
+        break;
+      }
+    }
+    const name = route?.name ?? 'unknown';
+    res.once('finish', () => {
+      const seconds = (performance.now() - started) / 1000;
+      this.metrics.requests.inc({ route: name, method: req.method ?? '', status: String(res.statusCode) });
+      this.metrics.duration.observe({ route: name }, seconds);
+      if (this.log.enabled('debug')) {
+        this.log.debug('request', { method: req.method, path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10 });
+      }
+    });
+    try {
+      if (!route) throw new CairnError(ErrorCode.NOT_FOUND, `no route for ${path.slice(0, 200)}`);
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        sendJson(res, 405, { error: { code: 'CAIRN_ERR_METHOD', message: `${req.method} is not allowed here` } }, { allow: 'GET, HEAD' });
+        return;
+      }
+      await route.handler(req, res, params);
+    } catch (err) {
+      const status = httpStatusOf(err);
+      if (status >= 500) this.log.error('request failed', { path, error: err instanceof Error ? err.message : String(err) });
+      if (res.headersSent) res.destroy();
+      else sendJson(res, status, errorBody(err));
+    }
+  }
+
+  private async sendMetrics(res: ServerResponse): Promise<void> {
+    const text = await this.metrics.registry.metrics();
+    res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+    res.end(text);
+  }
+
+  private repoParam(raw: string): string {
+    return checkRepositoryName(decodeParam(raw, 'repository'), 'repository');
+  }
+
+  private tags(res: ServerResponse, [rawRepo = '']: string[]): void {
+    const repository = this.repoParam(rawRepo);
+    if (!this.store.meta.hasRepository(repository)) throw new CairnError(ErrorCode.NOT_FOUND, `repository ${repository} is unknown`);
+    sendJson(res, 200, { repository, tags: this.store.meta.tags(repository) });
+  }
+
+  private imageByRef(res: ServerResponse, [rawRepo = '', rawRef = '']: string[]): void {
+    const repository = this.repoParam(rawRepo);
+    const ref = decodeParam(rawRef, 'reference');
+    if (ref.startsWith('sha256:')) parseDigest(ref, 'reference');
+    else checkTag(ref, 'reference');
+    const img = this.store.meta.imageByReference(repository, ref);
+    if (!img) throw new CairnError(ErrorCode.NOT_FOUND, `image ${repository}:${ref} is unknown`);
+    // A tag can move; a digest cannot.
+    const cache = ref.startsWith('sha256:') ? IMMUTABLE : 'no-cache';
+    sendJson(res, 200, imageJson(img, { repository, reference: ref }), { 'cache-control': cache, etag: `"${img.digest}"` });
+  }
+
+  private imageByDigest(res: ServerResponse, [raw = '']: string[]): void {
+    const digest = parseDigest(decodeParam(raw, 'image digest'), 'image digest');
+    const img = this.store.meta.image(digest);
+    if (!img) throw new CairnError(ErrorCode.NOT_FOUND, `image ${digest} is unknown`);
+    sendJson(res, 200, imageJson(img), { 'cache-control': IMMUTABLE, etag: `"${img.digest}"` });
+  }
+
+  private recipe(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): void {
+    const id = parseDigest(decodeParam(raw, 'recipe id'), 'recipe id');
+    const gz = this.store.meta.recipe(id);
+    if (!gz) throw new CairnError(ErrorCode.NOT_FOUND, `recipe ${id} is unknown`);
+    const headers: Record<string, string | number> = {
+      'content-type': RECIPE_MEDIA_TYPE,
+      'cache-control': IMMUTABLE,
+      etag: `"${id}"`,
+      vary: 'accept-encoding',
+    };
+    if (req.headers['if-none-match'] === `"${id}"`) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    const gzipOk = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+    const body = gzipOk ? gz : gunzipSync(gz);
+    if (gzipOk) headers['content-encoding'] = 'gzip';
+    headers['content-length'] = body.byteLength;
+    res.writeHead(200, headers);
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  private async file(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): Promise<void> {
+    const digest: Digest = parseDigest(decodeParam(raw, 'file digest'), 'file digest');
+    let fh;
+    try {
+      fh = await open(this.store.blobs.path(digest), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CairnError(ErrorCode.NOT_FOUND, `file ${digest} is unknown`);
+      throw err;
+    }
+    let handedOff = false;
+    try {
+      const size = (await fh.stat()).size;
+      const etag = `"${digest}"`;
+      const headers: Record<string, string | number> = {
+        'content-type': 'application/octet-stream',
+        'cache-control': IMMUTABLE,
+        etag,
+        'accept-ranges': 'bytes',
+      };
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, headers);
+        res.end();
+        return;
+      }
+      const range = parseRange(req.headers.range, size);
+      if (range.kind === 'unsatisfiable') {
+        res.writeHead(416, { ...headers, 'content-range': `bytes */${size}`, 'content-length': 0 });
+        res.end();
+        return;
+      }
+      const start = range.kind === 'partial' ? range.start : 0;
+      const end = range.kind === 'partial' ? range.end : size - 1;
+      const length = size === 0 ? 0 : end - start + 1;
+      if (range.kind === 'partial') headers['content-range'] = `bytes ${start}-${end}/${size}`;
+      headers['content-length'] = length;
+      res.writeHead(range.kind === 'partial' ? 206 : 200, headers);
+      if (req.method === 'HEAD' || length === 0) {
+        res.end();
+        return;
+      }
+      if (length <= SMALL_FILE_BYTES) {
+        const buf = Buffer.allocUnsafe(length);
+        const { bytesRead } = await fh.read(buf, 0, length, start);
+        if (bytesRead !== length) throw new CairnError(ErrorCode.STORAGE, `file ${digest}: short read`);
+        res.end(buf);
+      } else {
+        handedOff = true;
+        // The stream owns and closes the handle; backpressure comes from pipeline.
+        await pipeline(fh.createReadStream({ start, end, highWaterMark: 1024 * 1024 }), res);
+      }
+      this.metrics.bytesSent.inc(length);
+    } finally {
+      if (!handedOff) await fh.close();
+    }
+  }
+}

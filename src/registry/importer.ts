@@ -1,0 +1,166 @@
+import { join } from 'node:path';
+import { CairnError, ErrorCode } from '../model/errors.js';
+import { sha256, type Digest } from '../model/digest.js';
+import { compressRecipe } from '../model/recipe.js';
+import { formatPlatform, layerCompression, parsePlatform, type Platform } from '../model/oci.js';
+import type { Entry } from '../model/entry.js';
+import { RegistryStore } from './store.js';
+import { checkDigest, LayerStream } from './decompress.js';
+import { parseLayer, type ContentSink } from './layer-parser.js';
+import { checkRepositoryName, checkTag, type NewImage, type NewRecipe } from './metadata.js';
+import { openImageSource, splitSourceRef, type ImageSource } from './image-source.js';
+
+export interface ImportProgress {
+  layer: number;
+  layers: number;
+  files: number;
+  /** Uncompressed layer bytes read so far. */
+  bytes: number;
+}
+
+export interface ImportResult {
+  repository: string;
+  tag: string;
+  digest: Digest;
+  platform: string;
+  layers: { recipe: Digest; diffId: Digest; entries: number; newRecipe: boolean }[];
+  entries: number;
+  files: number;
+  newFiles: number;
+  newBytes: number;
+  tarBytes: number;
+  seconds: number;
+}
+
+/** Parses `REPO:TAG` (the tag after the last ':' that is not part of a registry port). */
+export function parseRepoTag(value: string, what = 'REPO:TAG'): { repository: string; tag: string } {
+  const i = value.lastIndexOf(':');
+  if (i <= 0 || value.slice(i).includes('/')) {
+    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(value)} needs the form repository:tag`);
+  }
+  return { repository: checkRepositoryName(value.slice(0, i), what), tag: checkTag(value.slice(i + 1), what) };
+}
+
+/** Sends contents to the blob store, skipping those already stored. */
+class StoreSink implements ContentSink {
+  constructor(private readonly registry: RegistryStore) {}
+
+  async store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean }> {
+    if (Buffer.isBuffer(body)) {
+      const digest = sha256(body);
+      if (this.registry.meta.hasFile(digest) && (await this.registry.blobs.has(digest))) return { digest, created: false };
+      const r = await this.registry.blobs.put(body, { expected: digest });
+      return { digest, created: r.created };
+    }
+    const r = await this.registry.blobs.put(body);
+    return { digest: r.digest, created: r.created };
+  }
+}
+
+function recipeOf(entries: Entry[]): NewRecipe {
+  const { id, gz, rawBytes } = compressRecipe({ entries });
+  const files = new Map<Digest, { size: number; count: number }>();
+  for (const e of entries) {
+    if (e.type !== 'file' || !e.digest) continue;
+    const f = files.get(e.digest);
+    if (f) f.count += 1;
+    else files.set(e.digest, { size: e.size, count: 1 });
+  }
+  return { id, gz, rawBytes, entries: entries.length, files };
+}
+
+/**
+ * Imports one image: every layer is streamed, verified against the manifest
+ * digest and the config diffID, split into files and a recipe; then the
+ * metadata is committed in one transaction. Failure at any point leaves the
+ * metadata as it was (contents already written are unreferenced; gc collects them).
+ */
+export async function importImage(
+  store: RegistryStore,
+  sourceArg: string,
+  target: string,
+  opts: { platform?: string; onProgress?: (p: ImportProgress) => void; signal?: AbortSignal } = {},
+): Promise<ImportResult> {
+  const started = performance.now();
+  const { repository, tag } = parseRepoTag(target);
+  const platform: Platform = parsePlatform(opts.platform ?? 'linux/amd64');
+  const { path, ref } = await splitSourceRef(sourceArg);
+  const source: ImageSource = await openImageSource(path, { tmpDir: join(store.root, 'tmp') });
+  try {
+    const image = await source.resolve(ref, platform);
+    const diffIds = image.config.rootfs?.diff_ids ?? [];
+    const what = `${source.description}${ref ? `:${ref}` : ''}`;
+    if (diffIds.length !== image.manifest.layers.length) {
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `${what}: manifest has ${image.manifest.layers.length} layers but config has ${diffIds.length} diff_ids`,
+      );
+    }
+    const sink = new StoreSink(store);
+    const progress: ImportProgress = { layer: 0, layers: image.manifest.layers.length, files: 0, bytes: 0 };
+    const layers: NewImage['layers'] = [];
+    let newFiles = 0;
+    let newBytes = 0;
+    for (const [i, desc] of image.manifest.layers.entries()) {
+      opts.signal?.throwIfAborted();
+      const lw = `${what}: layer ${i} (${desc.digest})`;
+      const compression = layerCompression(desc.mediaType, lw);
+      const stream = new LayerStream(source.openBlob(desc), compression, lw);
+      progress.layer = i + 1;
+      const counted = (async function* () {
+        for await (const c of stream.output) {
+          progress.bytes += c.byteLength;
+          opts.onProgress?.(progress);
+          yield c;
+        }
+      })();
+      const parsed = await parseLayer(counted, sink, lw);
+      checkDigest(desc.digest, stream.compressed.digest(), `${lw} blob`);
+      if (stream.compressed.bytes !== desc.size) {
+        throw new CairnError(ErrorCode.DIGEST_MISMATCH, `${lw}: manifest says ${desc.size} bytes, blob has ${stream.compressed.bytes}`);
+      }
+      checkDigest(diffIds[i] as Digest, stream.uncompressed.digest(), `${lw} diff_id`);
+      progress.files += parsed.entries.filter((e) => e.type === 'file').length;
+      newFiles += parsed.newFiles;
+      newBytes += parsed.newBytes;
+      layers.push({
+        recipe: recipeOf(parsed.entries),
+        diffId: stream.uncompressed.digest(),
+        blobDigest: desc.digest,
+        blobSize: desc.size,
+        mediaType: desc.mediaType,
+        tarBytes: stream.uncompressed.bytes,
+        skeleton: { digest: sha256(parsed.skeleton), data: parsed.skeleton },
+      });
+      opts.onProgress?.(progress);
+    }
+    opts.signal?.throwIfAborted();
+    const known = new Set(layers.map((l) => l.recipe.id).filter((id) => store.meta.recipe(id) !== undefined));
+    store.meta.commitImage({
+      repository,
+      tag,
+      digest: image.manifestDigest,
+      manifest: image.manifestBytes,
+      manifestMediaType: image.manifest.mediaType,
+      config: image.configBytes,
+      configDigest: image.manifest.config.digest,
+      platform: formatPlatform(image.platform),
+      layers,
+    });
+    return {
+      repository,
+      tag,
+      digest: image.manifestDigest,
+      platform: formatPlatform(image.platform),
+      layers: layers.map((l) => ({ recipe: l.recipe.id, diffId: l.diffId, entries: l.recipe.entries, newRecipe: !known.has(l.recipe.id) })),
+      entries: layers.reduce((n, l) => n + l.recipe.entries, 0),
+      files: progress.files,
+      newFiles,
+      newBytes,
+      tarBytes: layers.reduce((n, l) => n + l.tarBytes, 0),
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await source.close();
+  }
+}

@@ -1,0 +1,385 @@
+import Database from 'better-sqlite3';
+import { join } from 'node:path';
+import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
+import type { Digest } from '../model/digest.js';
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repositories (
+  name TEXT PRIMARY KEY,
+  created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- An image as imported: manifest and config verbatim.
+CREATE TABLE IF NOT EXISTS images (
+  digest TEXT PRIMARY KEY,
+  manifest BLOB NOT NULL,
+  manifest_media_type TEXT NOT NULL,
+  config BLOB NOT NULL,
+  config_digest TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Recipes: content-addressed layers (gzip of canonical JSON), shared by every image that has the same entries.
+CREATE TABLE IF NOT EXISTS recipes (
+  id TEXT PRIMARY KEY,
+  data BLOB NOT NULL,
+  raw_bytes INTEGER NOT NULL,
+  entries INTEGER NOT NULL,
+  files INTEGER NOT NULL,
+  file_bytes INTEGER NOT NULL,
+  refcount INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+-- Distinct contents each recipe references (count = regular files with that content in it).
+CREATE TABLE IF NOT EXISTS recipe_files (
+  recipe TEXT NOT NULL REFERENCES recipes(id) ON DELETE CASCADE,
+  digest TEXT NOT NULL REFERENCES files(digest),
+  count INTEGER NOT NULL,
+  PRIMARY KEY (recipe, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipe_files_by_digest ON recipe_files(digest);
+-- Stored contents; refcount = number of recipes that reference the content.
+CREATE TABLE IF NOT EXISTS files (
+  digest TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  refcount INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skeletons (
+  digest TEXT PRIMARY KEY,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
+-- The layers of an image, bottom (0) to top, with the digests they had as tars.
+CREATE TABLE IF NOT EXISTS image_layers (
+  image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  recipe TEXT NOT NULL REFERENCES recipes(id),
+  diff_id TEXT NOT NULL,
+  blob_digest TEXT NOT NULL,
+  blob_size INTEGER NOT NULL,
+  media_type TEXT NOT NULL,
+  tar_bytes INTEGER NOT NULL,
+  skeleton TEXT NOT NULL REFERENCES skeletons(digest),
+  PRIMARY KEY (image, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_layers_by_diff_id ON image_layers(diff_id);
+CREATE TABLE IF NOT EXISTS repository_images (
+  repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+  image TEXT NOT NULL REFERENCES images(digest),
+  PRIMARY KEY (repository, image)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+  repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+  tag TEXT NOT NULL,
+  image TEXT NOT NULL REFERENCES images(digest),
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (repository, tag)
+) WITHOUT ROWID;
+`;
+
+export interface LayerRow {
+  position: number;
+  recipe: Digest;
+  diffId: Digest;
+  blobDigest: Digest;
+  blobSize: number;
+  mediaType: string;
+  tarBytes: number;
+  skeleton: Digest;
+  entries: number;
+  files: number;
+  fileBytes: number;
+}
+
+export interface ImageRow {
+  digest: Digest;
+  manifest: Buffer;
+  manifestMediaType: string;
+  config: Buffer;
+  configDigest: Digest;
+  platform: string;
+  createdMs: number;
+  layers: LayerRow[];
+}
+
+export interface NewRecipe {
+  id: Digest;
+  gz: Buffer;
+  rawBytes: number;
+  entries: number;
+  files: Map<Digest, { size: number; count: number }>;
+}
+
+export interface NewImage {
+  repository: string;
+  tag: string;
+  digest: Digest;
+  manifest: Buffer;
+  manifestMediaType: string;
+  config: Buffer;
+  configDigest: Digest;
+  platform: string;
+  layers: {
+    recipe: NewRecipe;
+    diffId: Digest;
+    blobDigest: Digest;
+    blobSize: number;
+    mediaType: string;
+    tarBytes: number;
+    skeleton: { digest: Digest; data: Buffer };
+  }[];
+}
+
+export interface StoreTotals {
+  images: number;
+  repositories: number;
+  tags: number;
+  layers: number;
+  entries: number;
+  files: number;
+  uniqueFiles: number;
+  fileBytes: number;
+  storedBytes: number;
+  recipeBytes: number;
+  skeletonBytes: number;
+}
+
+const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+/** Validates a repository name as the OCI distribution spec defines it. */
+export function checkRepositoryName(name: string, what = 'repository'): string {
+  if (name.length > 255 || !REPO_RE.test(name)) {
+    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(name.slice(0, 300))} is not a valid repository name`);
+  }
+  return name;
+}
+
+export function checkTag(tag: string, what = 'tag'): string {
+  if (!TAG_RE.test(tag)) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(tag.slice(0, 200))} is not a valid tag`);
+  return tag;
+}
+
+/**
+ * The registry's metadata in SQLite (WAL). Writers commit an import in one
+ * transaction; readers in other processes see the state before or after it.
+ */
+export class MetadataStore {
+  readonly db: Database.Database;
+  private closed = false;
+
+  constructor(opts: { root: string; readonly?: boolean }) {
+    const file = join(opts.root, 'registry.db');
+    try {
+      this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+      this.db.pragma('busy_timeout = 10000');
+      if (!opts.readonly) {
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma('synchronous = FULL');
+        this.db.pragma('foreign_keys = ON');
+        this.db.exec(SCHEMA);
+        const v = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
+        if (!v) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
+        else if (Number(v.value) !== SCHEMA_VERSION) {
+          throw new CairnError(ErrorCode.STORAGE, `${file}: schema version ${v.value}, this cairn reads ${SCHEMA_VERSION}`);
+        }
+      }
+    } catch (err) {
+      throw toCairnError(err, ErrorCode.STORAGE, `opening ${file}`);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  /** Contents already known to the store (to skip writing them again). */
+  hasFile(digest: Digest): boolean {
+    return this.db.prepare('SELECT 1 FROM files WHERE digest = ?').get(digest) !== undefined;
+  }
+
+  /** Records an imported image and tags it, all in one transaction. */
+  commitImage(img: NewImage): void {
+    const now = Date.now();
+    const db = this.db;
+    const tx = db.transaction(() => {
+      db.prepare('INSERT OR IGNORE INTO repositories (name, created_ms) VALUES (?, ?)').run(img.repository, now);
+      const exists = db.prepare('SELECT 1 FROM images WHERE digest = ?').get(img.digest) !== undefined;
+      if (!exists) {
+        db.prepare(
+          `INSERT INTO images (digest, manifest, manifest_media_type, config, config_digest, platform, created_ms)
+           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        ).run(img.digest, img.manifest, img.manifestMediaType, img.config, img.configDigest, img.platform, now);
+        img.layers.forEach((layer, position) => {
+          this.addRecipe(layer.recipe);
+          db.prepare('INSERT OR IGNORE INTO skeletons (digest, data) VALUES (?, ?)').run(layer.skeleton.digest, layer.skeleton.data);
+          db.prepare(
+            `INSERT INTO image_layers (image, position, recipe, diff_id, blob_digest, blob_size, media_type, tar_bytes, skeleton)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          ).run(
+            img.digest,
+            position,
+            layer.recipe.id,
+            layer.diffId,
+            layer.blobDigest,
+            layer.blobSize,
+            layer.mediaType,
+            layer.tarBytes,
+            layer.skeleton.digest,
+          );
+          db.prepare('UPDATE recipes SET refcount = refcount + 1 WHERE id = ?').run(layer.recipe.id);
+        });
+      }
+      db.prepare('INSERT OR IGNORE INTO repository_images (repository, image) VALUES (?, ?)').run(img.repository, img.digest);
+      db.prepare(
+        `INSERT INTO tags (repository, tag, image, updated_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (repository, tag) DO UPDATE SET image = excluded.image, updated_ms = excluded.updated_ms`,
+      ).run(img.repository, img.tag, img.digest, now);
+    });
+    try {
+      tx.immediate();
+    } catch (err) {
+      throw toCairnError(err, ErrorCode.STORAGE, `recording image ${img.digest}`);
+    }
+  }
+
+  private addRecipe(r: NewRecipe): void {
+    const db = this.db;
+    let files = 0;
+    let fileBytes = 0;
+    for (const f of r.files.values()) {
+      files += f.count;
+      fileBytes += f.size * f.count;
+    }
+    const inserted = db
+      .prepare(
+        `INSERT OR IGNORE INTO recipes (id, data, raw_bytes, entries, files, file_bytes, refcount) VALUES (?, ?, ?, ?, ?, ?, 0)`,
+      )
+      .run(r.id, r.gz, r.rawBytes, r.entries, files, fileBytes);
+    if (inserted.changes === 0) return;
+    const addFile = db.prepare(
+      `INSERT INTO files (digest, size, refcount) VALUES (?, ?, 1) ON CONFLICT (digest) DO UPDATE SET refcount = refcount + 1`,
+    );
+    const link = db.prepare('INSERT INTO recipe_files (recipe, digest, count) VALUES (?, ?, ?)');
+    for (const [digest, f] of r.files) {
+      addFile.run(digest, f.size);
+      link.run(r.id, digest, f.count);
+    }
+  }
+
+  repositories(): string[] {
+    return (this.db.prepare('SELECT name FROM repositories ORDER BY name').all() as { name: string }[]).map((r) => r.name);
+  }
+
+  tags(repository: string): { tag: string; image: Digest; updatedMs: number }[] {
+    return this.db
+      .prepare('SELECT tag, image, updated_ms AS updatedMs FROM tags WHERE repository = ? ORDER BY tag')
+      .all(repository) as { tag: string; image: Digest; updatedMs: number }[];
+  }
+
+  hasRepository(repository: string): boolean {
+    return this.db.prepare('SELECT 1 FROM repositories WHERE name = ?').get(repository) !== undefined;
+  }
+
+  /** Resolves `tag` or a digest within a repository (a digest must belong to it). */
+  resolve(repository: string, reference: string): Digest | undefined {
+    if (reference.startsWith('sha256:')) {
+      const row = this.db.prepare('SELECT image FROM repository_images WHERE repository = ? AND image = ?').get(repository, reference) as
+        | { image: Digest }
+        | undefined;
+      return row?.image;
+    }
+    const row = this.db.prepare('SELECT image FROM tags WHERE repository = ? AND tag = ?').get(repository, reference) as
+      | { image: Digest }
+      | undefined;
+    return row?.image;
+  }
+
+  /** An image with its layers, read in one transaction so it is never a mix of two imports. */
+  image(digest: Digest): ImageRow | undefined {
+    const read = this.db.transaction((): ImageRow | undefined => {
+      const row = this.db
+        .prepare(
+          `SELECT digest, manifest, manifest_media_type AS manifestMediaType, config, config_digest AS configDigest,
+                  platform, created_ms AS createdMs FROM images WHERE digest = ?`,
+        )
+        .get(digest) as Omit<ImageRow, 'layers'> | undefined;
+      if (!row) return undefined;
+      const layers = this.db
+        .prepare(
+          `SELECT l.position, l.recipe, l.diff_id AS diffId, l.blob_digest AS blobDigest, l.blob_size AS blobSize,
+                  l.media_type AS mediaType, l.tar_bytes AS tarBytes, l.skeleton,
+                  r.entries, r.files, r.file_bytes AS fileBytes
+             FROM image_layers l JOIN recipes r ON r.id = l.recipe WHERE l.image = ? ORDER BY l.position`,
+        )
+        .all(digest) as LayerRow[];
+      return { ...row, layers };
+    });
+    return read.deferred();
+  }
+
+  /** Resolves and reads together, in one read transaction. */
+  imageByReference(repository: string, reference: string): ImageRow | undefined {
+    return this.db.transaction(() => {
+      const d = this.resolve(repository, reference);
+      return d === undefined ? undefined : this.image(d);
+    }).deferred();
+  }
+
+  recipe(id: Digest): Buffer | undefined {
+    const row = this.db.prepare('SELECT data FROM recipes WHERE id = ?').get(id) as { data: Buffer } | undefined;
+    return row?.data;
+  }
+
+  skeleton(digest: Digest): Buffer | undefined {
+    const row = this.db.prepare('SELECT data FROM skeletons WHERE digest = ?').get(digest) as { data: Buffer } | undefined;
+    return row?.data;
+  }
+
+  fileSize(digest: Digest): number | undefined {
+    const row = this.db.prepare('SELECT size FROM files WHERE digest = ?').get(digest) as { size: number } | undefined;
+    return row?.size;
+  }
+
+  allImages(): { digest: Digest; repository: string; tags: string }[] {
+    return this.db
+      .prepare(
+        `SELECT ri.image AS digest, ri.repository, COALESCE(group_concat(t.tag, ','), '') AS tags
+           FROM repository_images ri LEFT JOIN tags t ON t.repository = ri.repository AND t.image = ri.image
+          GROUP BY ri.repository, ri.image ORDER BY ri.repository, ri.image`,
+      )
+      .all() as { digest: Digest; repository: string; tags: string }[];
+  }
+
+  totals(): StoreTotals {
+    return this.db.transaction((): StoreTotals => {
+      const one = <T>(sql: string): T => this.db.prepare(sql).get() as T;
+      const r = one<{ layers: number; entries: number | null; files: number | null; fileBytes: number | null; recipeBytes: number | null }>(
+        'SELECT count(*) AS layers, sum(entries) AS entries, sum(files) AS files, sum(file_bytes) AS fileBytes, sum(length(data)) AS recipeBytes FROM recipes',
+      );
+      const f = one<{ n: number; bytes: number | null }>('SELECT count(*) AS n, sum(size) AS bytes FROM files');
+      return {
+        images: one<{ n: number }>('SELECT count(*) AS n FROM images').n,
+        repositories: one<{ n: number }>('SELECT count(*) AS n FROM repositories').n,
+        tags: one<{ n: number }>('SELECT count(*) AS n FROM tags').n,
+        layers: r.layers,
+        entries: r.entries ?? 0,
+        files: r.files ?? 0,
+        uniqueFiles: f.n,
+        fileBytes: r.fileBytes ?? 0,
+        storedBytes: f.bytes ?? 0,
+        recipeBytes: r.recipeBytes ?? 0,
+        skeletonBytes: one<{ n: number | null }>('SELECT sum(length(data)) AS n FROM skeletons').n ?? 0,
+      };
+    }).deferred();
+  }
+
+  /** Every content digest the metadata references. */
+  referencedFiles(): Set<string> {
+    const out = new Set<string>();
+    for (const row of this.db.prepare('SELECT digest FROM files').iterate() as IterableIterator<{ digest: string }>) out.add(row.digest);
+    return out;
+  }
+}
