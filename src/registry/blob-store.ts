@@ -37,7 +37,8 @@ export class BlobStore {
 
   /** Path of a blob; the digest is validated so nothing unchecked reaches the filesystem. */
   path(digest: Digest): string {
-    if (!isDigest(digest)) throw new CairnError(ErrorCode.INVALID_INPUT, `blob path: ${String(digest)} is not a digest`);
+    if (!isDigest(digest))
+      throw new CairnError(ErrorCode.INVALID_INPUT, `blob path: ${String(digest)} is not a digest`);
     const hex = hexOf(digest);
     return join(this.dir, hex.slice(0, 2), hex);
   }
@@ -76,7 +77,10 @@ export class BlobStore {
       fh = undefined;
       const digest = hasher.digest();
       if (opts.expected !== undefined && opts.expected !== digest) {
-        throw new CairnError(ErrorCode.DIGEST_MISMATCH, `blob: expected ${opts.expected} but content hashes to ${digest}`);
+        throw new CairnError(
+          ErrorCode.DIGEST_MISMATCH,
+          `blob: expected ${opts.expected} but content hashes to ${digest}`,
+        );
       }
       const final = this.path(digest);
       if (await this.has(digest)) {

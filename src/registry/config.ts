@@ -14,7 +14,8 @@ const DEFAULT_LISTEN = '127.0.0.1:5000';
 export function parseListen(value: string, what = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
+  if (!m || port > 65535)
+    throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
@@ -35,16 +36,27 @@ export function resolveServeConfig(
     }
     for (const key of Object.keys(file)) {
       if (!['root', 'listen', 'logLevel'].includes(key)) {
-        throw new CairnError(ErrorCode.INVALID_OPTION, `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel)`);
+        throw new CairnError(
+          ErrorCode.INVALID_OPTION,
+          `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel)`,
+        );
       }
     }
   }
   const pick = (c: string | undefined, e: string | undefined, f: unknown): string | undefined =>
     c ?? e ?? (typeof f === 'string' ? f : undefined);
   const root = pick(cli.root, env.CAIRN_ROOT, file.root);
-  if (!root) throw new CairnError(ErrorCode.INVALID_OPTION, '--root: a registry directory is required (or CAIRN_ROOT, or "root" in --config)');
+  if (!root)
+    throw new CairnError(
+      ErrorCode.INVALID_OPTION,
+      '--root: a registry directory is required (or CAIRN_ROOT, or "root" in --config)',
+    );
   const listen = parseListen(pick(cli.listen, env.CAIRN_LISTEN, file.listen) ?? DEFAULT_LISTEN);
   const logLevel = pick(cli.logLevel, env.CAIRN_LOG_LEVEL, file.logLevel) ?? 'info';
-  if (!isLogLevel(logLevel)) throw new CairnError(ErrorCode.INVALID_OPTION, `--log-level: ${JSON.stringify(logLevel)} is not debug|info|warn|error|silent`);
+  if (!isLogLevel(logLevel))
+    throw new CairnError(
+      ErrorCode.INVALID_OPTION,
+      `--log-level: ${JSON.stringify(logLevel)} is not debug|info|warn|error|silent`,
+    );
   return { root, ...listen, logLevel };
 }

@@ -24,7 +24,10 @@ async function* gunzip(source: AsyncIterable<Uint8Array>, what: string): AsyncGe
     for await (const chunk of z) yield chunk as Buffer;
   } catch (err) {
     if (err instanceof CairnError) throw err;
-    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: gzip stream is corrupt or truncated (${(err as Error).message})`);
+    throw new CairnError(
+      ErrorCode.INVALID_INPUT,
+      `${what}: gzip stream is corrupt or truncated (${(err as Error).message})`,
+    );
   } finally {
     input.destroy();
   }
@@ -38,7 +41,10 @@ async function* unzstd(source: AsyncIterable<Uint8Array>, what: string): AsyncGe
     try {
       d.push(chunk, final);
     } catch (err) {
-      throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: zstd stream is corrupt or truncated (${(err as Error).message})`);
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `${what}: zstd stream is corrupt or truncated (${(err as Error).message})`,
+      );
     }
   };
   for await (const chunk of source) {
@@ -64,11 +70,11 @@ export class LayerStream {
   readonly output: AsyncIterable<Buffer>;
 
   constructor(source: AsyncIterable<Uint8Array>, compression: Compression, what: string) {
-    const self = this;
+    const { compressed, uncompressed } = this;
     async function* counted(): AsyncGenerator<Buffer> {
       for await (const c of source) {
         const b = Buffer.isBuffer(c) ? c : Buffer.from(c);
-        self.compressed.update(b);
+        compressed.update(b);
         yield b;
       }
     }
@@ -76,7 +82,7 @@ export class LayerStream {
       compression === 'gzip' ? gunzip(counted(), what) : compression === 'zstd' ? unzstd(counted(), what) : counted();
     this.output = (async function* () {
       for await (const c of inner) {
-        self.uncompressed.update(c);
+        uncompressed.update(c);
         yield c;
       }
     })();

@@ -14,7 +14,10 @@ export interface GcResult {
  * objects older than `graceMs` go, so an import that is writing contents but
  * has not committed yet keeps them.
  */
-export async function collectGarbage(store: RegistryStore, opts: { graceMs: number; dryRun?: boolean }): Promise<GcResult> {
+export async function collectGarbage(
+  store: RegistryStore,
+  opts: { graceMs: number; dryRun?: boolean },
+): Promise<GcResult> {
   const cutoff = Date.now() - opts.graceMs;
   const referenced = store.meta.referencedFiles();
   const result: GcResult = { scanned: 0, removedBlobs: 0, removedBytes: 0, removedTemp: 0 };

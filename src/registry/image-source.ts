@@ -51,10 +51,15 @@ async function readSmall(path: string, what: string): Promise<Buffer> {
   try {
     size = (await stat(path)).size;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CairnError(ErrorCode.NOT_FOUND, `${what}: ${path} does not exist`);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new CairnError(ErrorCode.NOT_FOUND, `${what}: ${path} does not exist`);
     throw toCairnError(err, ErrorCode.INVALID_INPUT, what);
   }
-  if (size > MAX_JSON_BYTES) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${size} bytes is larger than the ${MAX_JSON_BYTES}-byte limit`);
+  if (size > MAX_JSON_BYTES)
+    throw new CairnError(
+      ErrorCode.INVALID_INPUT,
+      `${what}: ${size} bytes is larger than the ${MAX_JSON_BYTES}-byte limit`,
+    );
   return readFile(path);
 }
 
@@ -64,7 +69,10 @@ function verified(data: Buffer, d: Descriptor, what: string): Buffer {
     throw new CairnError(ErrorCode.DIGEST_MISMATCH, `${what}: expected ${d.digest} but content hashes to ${actual}`);
   }
   if (data.byteLength !== d.size) {
-    throw new CairnError(ErrorCode.DIGEST_MISMATCH, `${what}: descriptor says ${d.size} bytes, content has ${data.byteLength}`);
+    throw new CairnError(
+      ErrorCode.DIGEST_MISMATCH,
+      `${what}: descriptor says ${d.size} bytes, content has ${data.byteLength}`,
+    );
   }
   return data;
 }
@@ -89,7 +97,10 @@ export class OciLayoutSource implements ImageSource {
   }
 
   async load(): Promise<this> {
-    const layout = parseJson(await readSmall(join(this.dir, 'oci-layout'), `${this.description}: oci-layout`), `${this.description}: oci-layout`) as {
+    const layout = parseJson(
+      await readSmall(join(this.dir, 'oci-layout'), `${this.description}: oci-layout`),
+      `${this.description}: oci-layout`,
+    ) as {
       imageLayoutVersion?: unknown;
     };
     if (typeof layout.imageLayoutVersion !== 'string') {
@@ -97,17 +108,21 @@ export class OciLayoutSource implements ImageSource {
     }
     const data = await readSmall(join(this.dir, 'index.json'), `${this.description}: index.json`);
     const parsed = parseManifest(data, `${this.description}: index.json`, MediaType.OCI_INDEX);
-    if (parsed.kind !== 'index') throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: index.json is not an image index`);
+    if (parsed.kind !== 'index')
+      throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: index.json is not an image index`);
     this.index = parsed.index.manifests;
     return this;
   }
 
   refs(): string[] {
-    return this.index.map((d) => d.annotations?.[REF_NAME_ANNOTATION]).filter((r): r is string => typeof r === 'string');
+    return this.index
+      .map((d) => d.annotations?.[REF_NAME_ANNOTATION])
+      .filter((r): r is string => typeof r === 'string');
   }
 
   private blobPath(digest: Digest): string {
-    if (!isDigest(digest)) throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: bad digest ${String(digest)}`);
+    if (!isDigest(digest))
+      throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: bad digest ${String(digest)}`);
     return join(this.dir, 'blobs', 'sha256', hexOf(digest));
   }
 
@@ -120,14 +135,23 @@ export class OciLayoutSource implements ImageSource {
     if (ref !== undefined) {
       candidates = this.index.filter((d) => d.annotations?.[REF_NAME_ANNOTATION] === ref);
       if (candidates.length === 0) {
-        throw new CairnError(ErrorCode.NOT_FOUND, `${this.description}: no image named ${JSON.stringify(ref)} (refs: ${this.refs().join(', ') || 'none'})`);
+        throw new CairnError(
+          ErrorCode.NOT_FOUND,
+          `${this.description}: no image named ${JSON.stringify(ref)} (refs: ${this.refs().join(', ') || 'none'})`,
+        );
       }
     }
     // Several platform manifests may share a ref at the top level of index.json.
     if (candidates.length > 1) {
       const byPlatform = candidates.filter((d) => d.platform && platformMatches(platform, d.platform));
       if (byPlatform.length === 1) candidates = byPlatform;
-      else {
+      else if (byPlatform.length === 0 && candidates.every((d) => d.platform)) {
+        const have = candidates.map((d) => formatPlatform(d.platform as Platform)).join(', ');
+        throw new CairnError(
+          ErrorCode.NOT_FOUND,
+          `${this.description}: no image for platform ${formatPlatform(platform)} (has: ${have})`,
+        );
+      } else {
         throw new CairnError(
           ErrorCode.INVALID_INPUT,
           `${this.description}: holds ${candidates.length} images; name one as SOURCE:REF (refs: ${this.refs().join(', ') || 'none'})`,
@@ -149,14 +173,24 @@ export class OciLayoutSource implements ImageSource {
       const pick = match[0];
       if (!pick) {
         const have = parsed.index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ');
-        throw new CairnError(ErrorCode.NOT_FOUND, `${what}: no image for platform ${formatPlatform(platform)} (has: ${have})`);
+        throw new CairnError(
+          ErrorCode.NOT_FOUND,
+          `${what}: no image for platform ${formatPlatform(platform)} (has: ${have})`,
+        );
       }
       return this.resolveDescriptor(pick, platform, depth + 1);
     }
     const manifest = parsed.manifest;
     const configBytes = await this.readJsonBlob(manifest.config, `${what} config`);
     const config = parseConfig(configBytes, `${what} config`);
-    return { manifestDigest: d.digest, manifestBytes: bytes, manifest, configBytes, config, platform: configPlatform(config, platform) };
+    return {
+      manifestDigest: d.digest,
+      manifestBytes: bytes,
+      manifest,
+      configBytes,
+      config,
+      platform: configPlatform(config, platform),
+    };
   }
 
   async *openBlob(d: Descriptor): AsyncIterable<Buffer> {
@@ -195,7 +229,11 @@ export class DockerArchiveSource implements ImageSource {
     if (!Array.isArray(doc)) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: not a JSON array`);
     this.items = doc.map((item, i) => {
       const it = item as Record<string, unknown>;
-      if (typeof it.Config !== 'string' || !Array.isArray(it.Layers) || !it.Layers.every((l) => typeof l === 'string')) {
+      if (
+        typeof it.Config !== 'string' ||
+        !Array.isArray(it.Layers) ||
+        !it.Layers.every((l) => typeof l === 'string')
+      ) {
         throw new CairnError(ErrorCode.INVALID_INPUT, `${what}[${i}]: needs Config (string) and Layers (strings)`);
       }
       const tags = Array.isArray(it.RepoTags) ? it.RepoTags.filter((t): t is string => typeof t === 'string') : [];
@@ -220,15 +258,26 @@ export class DockerArchiveSource implements ImageSource {
 
   async resolve(ref: string | undefined, platform: Platform): Promise<ResolvedImage> {
     let item = this.items[0];
-    if (ref !== undefined) item = this.items.find((i) => i.RepoTags.includes(ref) || i.RepoTags.includes(`docker.io/library/${ref}`));
+    if (ref !== undefined)
+      item = this.items.find((i) => i.RepoTags.includes(ref) || i.RepoTags.includes(`docker.io/library/${ref}`));
     else if (this.items.length > 1) {
-      throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: holds ${this.items.length} images; name one as SOURCE:REF (refs: ${this.refs().join(', ')})`);
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `${this.description}: holds ${this.items.length} images; name one as SOURCE:REF (refs: ${this.refs().join(', ')})`,
+      );
     }
-    if (!item) throw new CairnError(ErrorCode.NOT_FOUND, `${this.description}: no image named ${JSON.stringify(ref)} (refs: ${this.refs().join(', ') || 'none'})`);
+    if (!item)
+      throw new CairnError(
+        ErrorCode.NOT_FOUND,
+        `${this.description}: no image named ${JSON.stringify(ref)} (refs: ${this.refs().join(', ') || 'none'})`,
+      );
     const configBytes = await readSmall(this.member(item.Config), `${this.description}: config ${item.Config}`);
     const config = parseConfig(configBytes, `${this.description}: config ${item.Config}`);
     if (config.rootfs?.diff_ids.length !== item.Layers.length) {
-      throw new CairnError(ErrorCode.INVALID_INPUT, `${this.description}: config lists ${config.rootfs?.diff_ids.length} diff_ids but manifest.json ${item.Layers.length} layers`);
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `${this.description}: config lists ${config.rootfs?.diff_ids.length} diff_ids but manifest.json ${item.Layers.length} layers`,
+      );
     }
     // docker save keeps no manifest: describe the layers as they are in the archive and build one.
     const layers: Descriptor[] = [];
@@ -246,7 +295,12 @@ export class DockerArchiveSource implements ImageSource {
       const digest = stream.compressed.digest();
       this.layerFiles.set(digest, path);
       layers.push({
-        mediaType: compression === 'gzip' ? MediaType.DOCKER_LAYER_GZIP : compression === 'zstd' ? MediaType.OCI_LAYER_ZSTD : MediaType.DOCKER_LAYER,
+        mediaType:
+          compression === 'gzip'
+            ? MediaType.DOCKER_LAYER_GZIP
+            : compression === 'zstd'
+              ? MediaType.OCI_LAYER_ZSTD
+              : MediaType.DOCKER_LAYER,
         digest,
         size: stream.compressed.bytes,
       });
@@ -259,7 +313,14 @@ export class DockerArchiveSource implements ImageSource {
       layers,
     };
     const manifestBytes = Buffer.from(JSON.stringify(manifest));
-    return { manifestDigest: sha256(manifestBytes), manifestBytes, manifest, configBytes, config, platform: configPlatform(config, platform) };
+    return {
+      manifestDigest: sha256(manifestBytes),
+      manifestBytes,
+      manifest,
+      configBytes,
+      config,
+      platform: configPlatform(config, platform),
+    };
   }
 
   async *openBlob(d: Descriptor): AsyncIterable<Buffer> {
@@ -278,7 +339,10 @@ export class DockerArchiveSource implements ImageSource {
  * Only directories and regular files are written; symlinks are recorded and
  * resolved lexically inside the archive; no path may leave the directory.
  */
-async function unpackArchive(archive: string, tmpParent: string): Promise<{ dir: string; links: Map<string, string>; cleanup: () => Promise<void> }> {
+async function unpackArchive(
+  archive: string,
+  tmpParent: string,
+): Promise<{ dir: string; links: Map<string, string>; cleanup: () => Promise<void> }> {
   await mkdir(tmpParent, { recursive: true });
   const dir = await mkdtemp(join(tmpParent, 'unpack-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
@@ -289,7 +353,11 @@ async function unpackArchive(archive: string, tmpParent: string): Promise<{ dir:
     const head = Buffer.alloc(4);
     await fh.read(head, 0, 4, 0);
     await fh.close();
-    const stream = new LayerStream(createReadStream(archive, { highWaterMark: 1024 * 1024 }), sniffCompression(head), what);
+    const stream = new LayerStream(
+      createReadStream(archive, { highWaterMark: 1024 * 1024 }),
+      sniffCompression(head),
+      what,
+    );
     for await (const entry of readTar(stream.output)) {
       const name = normalizeEntryPath(entry.header.name, `${what}: member ${JSON.stringify(entry.header.name)}`);
       const target = join(dir, name);
@@ -317,7 +385,11 @@ async function unpackArchive(archive: string, tmpParent: string): Promise<{ dir:
 
 /** Splits `SOURCE[:REF]` where SOURCE is a path that exists. */
 export async function splitSourceRef(arg: string): Promise<{ path: string; ref?: string }> {
-  const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+  const exists = (p: string): Promise<boolean> =>
+    stat(p).then(
+      () => true,
+      () => false,
+    );
   if (await exists(arg)) return { path: arg };
   // The ref itself may contain ':' (repo:tag), so try every split point from the left.
   for (let i = arg.indexOf(':'); i > 0; i = arg.indexOf(':', i + 1)) {
@@ -335,17 +407,23 @@ export async function openImageSource(path: string, opts: { tmpDir: string }): P
   if (st.isDirectory()) return new OciLayoutSource(path).load();
   const { dir, links, cleanup } = await unpackArchive(path, opts.tmpDir);
   try {
-    const has = (p: string): Promise<boolean> => stat(join(dir, p)).then(() => true, () => false);
+    const has = (p: string): Promise<boolean> =>
+      stat(join(dir, p)).then(
+        () => true,
+        () => false,
+      );
     if ((await has('oci-layout')) && (await has('index.json'))) {
       const src = new OciLayoutSource(dir, cleanup);
       (src as { description: string }).description = `OCI archive ${path}`;
       return await src.load();
     }
     if (await has('manifest.json')) return await new DockerArchiveSource(dir, links, cleanup, path).load();
-    throw new CairnError(ErrorCode.INVALID_INPUT, `source ${path}: neither an OCI archive (oci-layout, index.json) nor a docker archive (manifest.json)`);
+    throw new CairnError(
+      ErrorCode.INVALID_INPUT,
+      `source ${path}: neither an OCI archive (oci-layout, index.json) nor a docker archive (manifest.json)`,
+    );
   } catch (err) {
     await cleanup();
     throw err;
   }
 }
-

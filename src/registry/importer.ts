@@ -41,19 +41,34 @@ export function parseRepoTag(value: string, what = 'REPO:TAG'): { repository: st
   return { repository: checkRepositoryName(value.slice(0, i), what), tag: checkTag(value.slice(i + 1), what) };
 }
 
-/** Sends contents to the blob store, skipping those already stored. */
+/** Sends contents to the blob store, skipping those already stored or being written. */
 class StoreSink implements ContentSink {
+  private readonly inFlight = new Map<Digest, Promise<unknown>>();
+
   constructor(private readonly registry: RegistryStore) {}
 
   async store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean }> {
-    if (Buffer.isBuffer(body)) {
-      const digest = sha256(body);
-      if (this.registry.meta.hasFile(digest) && (await this.registry.blobs.has(digest))) return { digest, created: false };
-      const r = await this.registry.blobs.put(body, { expected: digest });
-      return { digest, created: r.created };
+    if (!Buffer.isBuffer(body)) {
+      const r = await this.registry.blobs.put(body);
+      return { digest: r.digest, created: r.created };
     }
-    const r = await this.registry.blobs.put(body);
-    return { digest: r.digest, created: r.created };
+    const digest = sha256(body);
+    // The same content twice in one layer (common: copies of a license file) is written once.
+    const pending = this.inFlight.get(digest);
+    if (pending) {
+      await pending;
+      return { digest, created: false };
+    }
+    const write = (async () => {
+      if (this.registry.meta.hasFile(digest) && (await this.registry.blobs.has(digest))) return false;
+      return (await this.registry.blobs.put(body, { expected: digest })).created;
+    })();
+    this.inFlight.set(digest, write);
+    try {
+      return { digest, created: await write };
+    } finally {
+      this.inFlight.delete(digest);
+    }
   }
 }
 
@@ -117,7 +132,10 @@ export async function importImage(
       const parsed = await parseLayer(counted, sink, lw);
       checkDigest(desc.digest, stream.compressed.digest(), `${lw} blob`);
       if (stream.compressed.bytes !== desc.size) {
-        throw new CairnError(ErrorCode.DIGEST_MISMATCH, `${lw}: manifest says ${desc.size} bytes, blob has ${stream.compressed.bytes}`);
+        throw new CairnError(
+          ErrorCode.DIGEST_MISMATCH,
+          `${lw}: manifest says ${desc.size} bytes, blob has ${stream.compressed.bytes}`,
+        );
       }
       checkDigest(diffIds[i] as Digest, stream.uncompressed.digest(), `${lw} diff_id`);
       progress.files += parsed.entries.filter((e) => e.type === 'file').length;
@@ -152,7 +170,12 @@ export async function importImage(
       tag,
       digest: image.manifestDigest,
       platform: formatPlatform(image.platform),
-      layers: layers.map((l) => ({ recipe: l.recipe.id, diffId: l.diffId, entries: l.recipe.entries, newRecipe: !known.has(l.recipe.id) })),
+      layers: layers.map((l) => ({
+        recipe: l.recipe.id,
+        diffId: l.diffId,
+        entries: l.recipe.entries,
+        newRecipe: !known.has(l.recipe.id),
+      })),
       entries: layers.reduce((n, l) => n + l.recipe.entries, 0),
       files: progress.files,
       newFiles,

@@ -150,13 +150,17 @@ const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 /** Validates a repository name as the OCI distribution spec defines it. */
 export function checkRepositoryName(name: string, what = 'repository'): string {
   if (name.length > 255 || !REPO_RE.test(name)) {
-    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(name.slice(0, 300))} is not a valid repository name`);
+    throw new CairnError(
+      ErrorCode.INVALID_INPUT,
+      `${what}: ${JSON.stringify(name.slice(0, 300))} is not a valid repository name`,
+    );
   }
   return name;
 }
 
 export function checkTag(tag: string, what = 'tag'): string {
-  if (!TAG_RE.test(tag)) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(tag.slice(0, 200))} is not a valid tag`);
+  if (!TAG_RE.test(tag))
+    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(tag.slice(0, 200))} is not a valid tag`);
   return tag;
 }
 
@@ -181,7 +185,10 @@ export class MetadataStore {
         const v = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
         if (!v) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
         else if (Number(v.value) !== SCHEMA_VERSION) {
-          throw new CairnError(ErrorCode.STORAGE, `${file}: schema version ${v.value}, this cairn reads ${SCHEMA_VERSION}`);
+          throw new CairnError(
+            ErrorCode.STORAGE,
+            `${file}: schema version ${v.value}, this cairn reads ${SCHEMA_VERSION}`,
+          );
         }
       }
     } catch (err) {
@@ -214,7 +221,10 @@ export class MetadataStore {
         ).run(img.digest, img.manifest, img.manifestMediaType, img.config, img.configDigest, img.platform, now);
         img.layers.forEach((layer, position) => {
           this.addRecipe(layer.recipe);
-          db.prepare('INSERT OR IGNORE INTO skeletons (digest, data) VALUES (?, ?)').run(layer.skeleton.digest, layer.skeleton.data);
+          db.prepare('INSERT OR IGNORE INTO skeletons (digest, data) VALUES (?, ?)').run(
+            layer.skeleton.digest,
+            layer.skeleton.data,
+          );
           db.prepare(
             `INSERT INTO image_layers (image, position, recipe, diff_id, blob_digest, blob_size, media_type, tar_bytes, skeleton)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -232,10 +242,14 @@ export class MetadataStore {
           db.prepare('UPDATE recipes SET refcount = refcount + 1 WHERE id = ?').run(layer.recipe.id);
         });
       }
-      db.prepare('INSERT OR IGNORE INTO repository_images (repository, image) VALUES (?, ?)').run(img.repository, img.digest);
+      db.prepare('INSERT OR IGNORE INTO repository_images (repository, image) VALUES (?, ?)').run(
+        img.repository,
+        img.digest,
+      );
       db.prepare(
         `INSERT INTO tags (repository, tag, image, updated_ms) VALUES (?, ?, ?, ?)
-         ON CONFLICT (repository, tag) DO UPDATE SET image = excluded.image, updated_ms = excluded.updated_ms`,
+         ON CONFLICT (repository, tag) DO UPDATE SET image = excluded.image, updated_ms = excluded.updated_ms
+         WHERE tags.image != excluded.image`,
       ).run(img.repository, img.tag, img.digest, now);
     });
     try {
@@ -270,7 +284,9 @@ export class MetadataStore {
   }
 
   repositories(): string[] {
-    return (this.db.prepare('SELECT name FROM repositories ORDER BY name').all() as { name: string }[]).map((r) => r.name);
+    return (this.db.prepare('SELECT name FROM repositories ORDER BY name').all() as { name: string }[]).map(
+      (r) => r.name,
+    );
   }
 
   tags(repository: string): { tag: string; image: Digest; updatedMs: number }[] {
@@ -286,14 +302,14 @@ export class MetadataStore {
   /** Resolves `tag` or a digest within a repository (a digest must belong to it). */
   resolve(repository: string, reference: string): Digest | undefined {
     if (reference.startsWith('sha256:')) {
-      const row = this.db.prepare('SELECT image FROM repository_images WHERE repository = ? AND image = ?').get(repository, reference) as
-        | { image: Digest }
-        | undefined;
+      const row = this.db
+        .prepare('SELECT image FROM repository_images WHERE repository = ? AND image = ?')
+        .get(repository, reference) as { image: Digest } | undefined;
       return row?.image;
     }
-    const row = this.db.prepare('SELECT image FROM tags WHERE repository = ? AND tag = ?').get(repository, reference) as
-      | { image: Digest }
-      | undefined;
+    const row = this.db
+      .prepare('SELECT image FROM tags WHERE repository = ? AND tag = ?')
+      .get(repository, reference) as { image: Digest } | undefined;
     return row?.image;
   }
 
@@ -322,10 +338,12 @@ export class MetadataStore {
 
   /** Resolves and reads together, in one read transaction. */
   imageByReference(repository: string, reference: string): ImageRow | undefined {
-    return this.db.transaction(() => {
-      const d = this.resolve(repository, reference);
-      return d === undefined ? undefined : this.image(d);
-    }).deferred();
+    return this.db
+      .transaction(() => {
+        const d = this.resolve(repository, reference);
+        return d === undefined ? undefined : this.image(d);
+      })
+      .deferred();
   }
 
   recipe(id: Digest): Buffer | undefined {
@@ -334,7 +352,8 @@ export class MetadataStore {
   }
 
   skeleton(digest: Digest): Buffer | undefined {
-    const row = this.db.prepare('SELECT data FROM skeletons WHERE digest = ?').get(digest) as { data: Buffer } | undefined;
+    const row = this.db.prepare('SELECT data FROM skeletons WHERE digest = ?').get(digest) as
+      { data: Buffer } | undefined;
     return row?.data;
   }
 
@@ -354,32 +373,41 @@ export class MetadataStore {
   }
 
   totals(): StoreTotals {
-    return this.db.transaction((): StoreTotals => {
-      const one = <T>(sql: string): T => this.db.prepare(sql).get() as T;
-      const r = one<{ layers: number; entries: number | null; files: number | null; fileBytes: number | null; recipeBytes: number | null }>(
-        'SELECT count(*) AS layers, sum(entries) AS entries, sum(files) AS files, sum(file_bytes) AS fileBytes, sum(length(data)) AS recipeBytes FROM recipes',
-      );
-      const f = one<{ n: number; bytes: number | null }>('SELECT count(*) AS n, sum(size) AS bytes FROM files');
-      return {
-        images: one<{ n: number }>('SELECT count(*) AS n FROM images').n,
-        repositories: one<{ n: number }>('SELECT count(*) AS n FROM repositories').n,
-        tags: one<{ n: number }>('SELECT count(*) AS n FROM tags').n,
-        layers: r.layers,
-        entries: r.entries ?? 0,
-        files: r.files ?? 0,
-        uniqueFiles: f.n,
-        fileBytes: r.fileBytes ?? 0,
-        storedBytes: f.bytes ?? 0,
-        recipeBytes: r.recipeBytes ?? 0,
-        skeletonBytes: one<{ n: number | null }>('SELECT sum(length(data)) AS n FROM skeletons').n ?? 0,
-      };
-    }).deferred();
+    return this.db
+      .transaction((): StoreTotals => {
+        const one = <T>(sql: string): T => this.db.prepare(sql).get() as T;
+        const r = one<{
+          layers: number;
+          entries: number | null;
+          files: number | null;
+          fileBytes: number | null;
+          recipeBytes: number | null;
+        }>(
+          'SELECT count(*) AS layers, sum(entries) AS entries, sum(files) AS files, sum(file_bytes) AS fileBytes, sum(length(data)) AS recipeBytes FROM recipes',
+        );
+        const f = one<{ n: number; bytes: number | null }>('SELECT count(*) AS n, sum(size) AS bytes FROM files');
+        return {
+          images: one<{ n: number }>('SELECT count(*) AS n FROM images').n,
+          repositories: one<{ n: number }>('SELECT count(*) AS n FROM repositories').n,
+          tags: one<{ n: number }>('SELECT count(*) AS n FROM tags').n,
+          layers: r.layers,
+          entries: r.entries ?? 0,
+          files: r.files ?? 0,
+          uniqueFiles: f.n,
+          fileBytes: r.fileBytes ?? 0,
+          storedBytes: f.bytes ?? 0,
+          recipeBytes: r.recipeBytes ?? 0,
+          skeletonBytes: one<{ n: number | null }>('SELECT sum(length(data)) AS n FROM skeletons').n ?? 0,
+        };
+      })
+      .deferred();
   }
 
   /** Every content digest the metadata references. */
   referencedFiles(): Set<string> {
     const out = new Set<string>();
-    for (const row of this.db.prepare('SELECT digest FROM files').iterate() as IterableIterator<{ digest: string }>) out.add(row.digest);
+    for (const row of this.db.prepare('SELECT digest FROM files').iterate() as IterableIterator<{ digest: string }>)
+      out.add(row.digest);
     return out;
   }
 }

@@ -16,7 +16,8 @@ export class RegistryStore {
   }
 
   static async open(root: string, opts: { readonly?: boolean } = {}): Promise<RegistryStore> {
-    if (typeof root !== 'string' || root === '') throw new CairnError(ErrorCode.INVALID_OPTION, '--root: a directory is required');
+    if (typeof root !== 'string' || root === '')
+      throw new CairnError(ErrorCode.INVALID_OPTION, '--root: a directory is required');
     const blobs = new BlobStore({ root });
     if (!opts.readonly) await blobs.init();
     return new RegistryStore(root, opts.readonly ?? false);
@@ -26,4 +27,3 @@ export class RegistryStore {
     this.meta.close();
   }
 }
-

@@ -95,7 +95,10 @@ export class ByteReader {
   async rest(limit: number, what: string): Promise<Buffer> {
     await this.fill(limit + 1);
     if (this.buffered > limit) {
-      throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: more than ${limit} bytes after the end-of-archive marker`);
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `${what}: more than ${limit} bytes after the end-of-archive marker`,
+      );
     }
     return this.take(this.buffered);
   }

@@ -111,7 +111,12 @@ export function parsePax(data: Buffer, what: string): Map<string, Buffer> {
     const space = data.indexOf(0x20, off);
     if (space < 0) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: malformed PAX record at ${off}`);
     const len = Number(data.toString('latin1', off, space));
-    if (!Number.isSafeInteger(len) || len <= space - off + 1 || off + len > data.length || data[off + len - 1] !== 0x0a) {
+    if (
+      !Number.isSafeInteger(len) ||
+      len <= space - off + 1 ||
+      off + len > data.length ||
+      data[off + len - 1] !== 0x0a
+    ) {
       throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: malformed PAX record length at ${off}`);
     }
     const record = data.subarray(space + 1, off + len - 1);
@@ -140,7 +145,8 @@ function paxNumber(pax: Map<string, Buffer>, key: string, what: string): number 
   if (v === undefined) return undefined;
   const s = v.toString('latin1');
   const n = Number(s);
-  if (s === '' || !Number.isFinite(n)) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: PAX ${key}=${s} is not a number`);
+  if (s === '' || !Number.isFinite(n))
+    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: PAX ${key}=${s} is not a number`);
   return n;
 }
 
@@ -171,12 +177,16 @@ export async function* readTar(source: AsyncIterable<Uint8Array>, opts: TarReadO
       const at = r.position;
       block = await r.readExact(BLOCK, `tar header at byte ${at}`);
       if (isZeroBlock(block)) {
-        if (raws.length > 0) throw new CairnError(ErrorCode.INVALID_INPUT, `tar: end-of-archive marker after a meta header at byte ${at}`);
+        if (raws.length > 0)
+          throw new CairnError(ErrorCode.INVALID_INPUT, `tar: end-of-archive marker after a meta header at byte ${at}`);
         opts.onTrailer?.(Buffer.concat([block, await r.rest(MAX_TRAILER, 'tar trailer')]));
         return;
       }
       if (!checksumOk(block)) {
-        throw new CairnError(ErrorCode.INVALID_INPUT, `tar header at byte ${at}: bad checksum (not a tar stream, or corrupt)`);
+        throw new CairnError(
+          ErrorCode.INVALID_INPUT,
+          `tar header at byte ${at}: bad checksum (not a tar stream, or corrupt)`,
+        );
       }
       raws.push(block);
       flag = String.fromCharCode(block[156] as number);

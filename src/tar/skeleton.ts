@@ -33,10 +33,12 @@ export class SkeletonReader {
   }
 
   next(what: string): Buffer {
-    if (this.off + 4 > this.data.length) throw new CairnError(ErrorCode.INVALID_INPUT, `tar skeleton: ends before ${what}`);
+    if (this.off + 4 > this.data.length)
+      throw new CairnError(ErrorCode.INVALID_INPUT, `tar skeleton: ends before ${what}`);
     const len = this.data.readUInt32BE(this.off);
     const start = this.off + 4;
-    if (start + len > this.data.length) throw new CairnError(ErrorCode.INVALID_INPUT, `tar skeleton: ${what} runs past the end`);
+    if (start + len > this.data.length)
+      throw new CairnError(ErrorCode.INVALID_INPUT, `tar skeleton: ${what} runs past the end`);
     this.off = start + len;
     return this.data.subarray(start, start + len);
   }

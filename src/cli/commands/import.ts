@@ -22,7 +22,8 @@ export function registerImport(program: Command): void {
           platform: opts.platform,
           onProgress: (p) =>
             progress.update(
-              (s) => `importing layer ${p.layer}/${p.layers}: ${p.files} files, ${formatBytes(p.bytes)}, ${rate(p.bytes, s)}`,
+              (s) =>
+                `importing layer ${p.layer}/${p.layers}: ${p.files} files, ${formatBytes(p.bytes)}, ${rate(p.bytes, s)}`,
             ),
         });
         progress.done();

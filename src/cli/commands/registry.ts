@@ -24,7 +24,10 @@ export function registerRegistry(program: Command): void {
       const store = await RegistryStore.open(cfg.root);
       const server = new RegistryHttpServer(store, log);
       const addr = await server.listen(cfg.host, cfg.port);
-      log.info('listening', { url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`, root: cfg.root });
+      log.info('listening', {
+        url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
+        root: cfg.root,
+      });
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           log.info('stopping', { signal });
@@ -89,7 +92,12 @@ export function registerRegistry(program: Command): void {
       const store = await RegistryStore.open(opts.root);
       try {
         const r = await collectGarbage(store, { graceMs, dryRun: opts.dryRun ?? false });
-        output(opts.json, r, () => `${opts.dryRun ? 'would remove' : 'removed'} ${r.removedBlobs} blobs (${formatBytes(r.removedBytes)}) and ${r.removedTemp} temp files; ${r.scanned} blobs scanned`);
+        output(
+          opts.json,
+          r,
+          () =>
+            `${opts.dryRun ? 'would remove' : 'removed'} ${r.removedBlobs} blobs (${formatBytes(r.removedBytes)}) and ${r.removedTemp} temp files; ${r.scanned} blobs scanned`,
+        );
       } finally {
         store.close();
       }

@@ -1,5 +1,6 @@
 /** A parsed single-range request, inclusive bounds. */
-export type RangeResult = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
+export type RangeResult =
+  { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
 
 /**
  * Parses a `Range` header for an object of `size` bytes (RFC 9110). Syntax it
@@ -15,11 +16,14 @@ export function parseRange(header: string | undefined, size: number): RangeResul
   if (a === '') {
     const suffix = Number(b);
     if (suffix === 0) return { kind: 'unsatisfiable' };
-    return size === 0 ? { kind: 'unsatisfiable' } : { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 };
+    return size === 0
+      ? { kind: 'unsatisfiable' }
+      : { kind: 'partial', start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(a);
   if (!Number.isSafeInteger(start) || start >= size) return { kind: 'unsatisfiable' };
   const end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
-  if (!Number.isSafeInteger(end) || end < start) return b !== '' && Number(b) < start ? { kind: 'full' } : { kind: 'unsatisfiable' };
+  if (!Number.isSafeInteger(end) || end < start)
+    return b !== '' && Number(b) < start ? { kind: 'full' } : { kind: 'unsatisfiable' };
   return { kind: 'partial', start, end };
 }

@@ -81,12 +81,32 @@ export class RegistryHttpServer {
   ) {
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
-      { name: 'health', pattern: /^\/(?:healthz|api\/v1\/health)$/, handler: (_q, s) => sendJson(s, 200, { status: 'ok' }) },
+      {
+        name: 'health',
+        pattern: /^\/(?:healthz|api\/v1\/health)$/,
+        handler: (_q, s) => sendJson(s, 200, { status: 'ok' }),
+      },
       { name: 'metrics', pattern: /^\/metrics$/, handler: (_q, s) => this.sendMetrics(s) },
-      { name: 'repositories', pattern: /^\/api\/v1\/repositories$/, handler: (_q, s) => sendJson(s, 200, { repositories: this.store.meta.repositories() }) },
-      { name: 'tags', pattern: new RegExp(`^/api/v1/repositories/${repo}/tags$`), handler: (_q, s, p) => this.tags(s, p) },
-      { name: 'image', pattern: new RegExp(`^/api/v1/repositories/${repo}/images/([^/]+)$`), handler: (_q, s, p) => this.imageByRef(s, p) },
-      { name: 'image-digest', pattern: /^\/api\/v1\/images\/([^/]+)$/, handler: (_q, s, p) => this.imageByDigest(s, p) },
+      {
+        name: 'repositories',
+        pattern: /^\/api\/v1\/repositories$/,
+        handler: (_q, s) => sendJson(s, 200, { repositories: this.store.meta.repositories() }),
+      },
+      {
+        name: 'tags',
+        pattern: new RegExp(`^/api/v1/repositories/${repo}/tags$`),
+        handler: (_q, s, p) => this.tags(s, p),
+      },
+      {
+        name: 'image',
+        pattern: new RegExp(`^/api/v1/repositories/${repo}/images/([^/]+)$`),
+        handler: (_q, s, p) => this.imageByRef(s, p),
+      },
+      {
+        name: 'image-digest',
+        pattern: /^\/api\/v1\/images\/([^/]+)$/,
+        handler: (_q, s, p) => this.imageByDigest(s, p),
+      },
       { name: 'recipe', pattern: /^\/api\/v1\/recipes\/([^/]+)$/, handler: (q, s, p) => this.recipe(q, s, p) },
       { name: 'file', pattern: /^\/api\/v1\/files\/([^/]+)$/, handler: (q, s, p) => this.file(q, s, p) },
     ];
@@ -133,19 +153,30 @@ export class RegistryHttpServer {
       this.metrics.requests.inc({ route: name, method: req.method ?? '', status: String(res.statusCode) });
       this.metrics.duration.observe({ route: name }, seconds);
       if (this.log.enabled('debug')) {
-        this.log.debug('request', { method: req.method, path, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10 });
+        this.log.debug('request', {
+          method: req.method,
+          path,
+          status: res.statusCode,
+          ms: Math.round(seconds * 1e4) / 10,
+        });
       }
     });
     try {
       if (!route) throw new CairnError(ErrorCode.NOT_FOUND, `no route for ${path.slice(0, 200)}`);
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        sendJson(res, 405, { error: { code: 'CAIRN_ERR_METHOD', message: `${req.method} is not allowed here` } }, { allow: 'GET, HEAD' });
+        sendJson(
+          res,
+          405,
+          { error: { code: 'CAIRN_ERR_METHOD', message: `${req.method} is not allowed here` } },
+          { allow: 'GET, HEAD' },
+        );
         return;
       }
       await route.handler(req, res, params);
     } catch (err) {
       const status = httpStatusOf(err);
-      if (status >= 500) this.log.error('request failed', { path, error: err instanceof Error ? err.message : String(err) });
+      if (status >= 500)
+        this.log.error('request failed', { path, error: err instanceof Error ? err.message : String(err) });
       if (res.headersSent) res.destroy();
       else sendJson(res, status, errorBody(err));
     }
@@ -163,7 +194,8 @@ export class RegistryHttpServer {
 
   private tags(res: ServerResponse, [rawRepo = '']: string[]): void {
     const repository = this.repoParam(rawRepo);
-    if (!this.store.meta.hasRepository(repository)) throw new CairnError(ErrorCode.NOT_FOUND, `repository ${repository} is unknown`);
+    if (!this.store.meta.hasRepository(repository))
+      throw new CairnError(ErrorCode.NOT_FOUND, `repository ${repository} is unknown`);
     sendJson(res, 200, { repository, tags: this.store.meta.tags(repository) });
   }
 
@@ -176,7 +208,10 @@ export class RegistryHttpServer {
     if (!img) throw new CairnError(ErrorCode.NOT_FOUND, `image ${repository}:${ref} is unknown`);
     // A tag can move; a digest cannot.
     const cache = ref.startsWith('sha256:') ? IMMUTABLE : 'no-cache';
-    sendJson(res, 200, imageJson(img, { repository, reference: ref }), { 'cache-control': cache, etag: `"${img.digest}"` });
+    sendJson(res, 200, imageJson(img, { repository, reference: ref }), {
+      'cache-control': cache,
+      etag: `"${img.digest}"`,
+    });
   }
 
   private imageByDigest(res: ServerResponse, [raw = '']: string[]): void {
@@ -215,7 +250,8 @@ export class RegistryHttpServer {
     try {
       fh = await open(this.store.blobs.path(digest), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CairnError(ErrorCode.NOT_FOUND, `file ${digest} is unknown`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new CairnError(ErrorCode.NOT_FOUND, `file ${digest} is unknown`);
       throw err;
     }
     let handedOff = false;
