@@ -10,6 +10,7 @@ work=${CAIRN_QUICKSTART_DIR:-$PWD/.cairn}
 root=$work/registry
 cairn() { node bin/cairn.js "$@"; }
 
+rm -rf "$root"
 echo "== building the sample image (busybox-static) in $work/sample"
 rm -rf "$work/sample"
 cairn sample "$work/sample"
@@ -26,7 +27,7 @@ echo "== serving the registry on loopback"
 port_file=$(mktemp)
 node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})' >"$port_file"
 port=$(cat "$port_file"); rm -f "$port_file"
-cairn registry serve --root "$root" --listen "127.0.0.1:$port" --log-level warn &
+node bin/cairn.js registry serve --root "$root" --listen "127.0.0.1:$port" --log-level warn &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do

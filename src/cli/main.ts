@@ -8,8 +8,11 @@ export function buildProgram(): Command {
   const program = new Command('cairn')
     .description('A deduplicating container registry and a lazy layer filesystem')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // Usage errors follow the CLI's rule: one line, prefixed "cairn:".
+    .configureOutput({
+      outputError: (text, write) => write(`cairn: ${text.replace(/^error: /, '').trim()} (see --help)\n`),
+    });
   registerImport(program);
   registerRegistry(program);
   registerSample(program);

@@ -12,6 +12,7 @@ import type { Logger } from '../../util/log.js';
 import { errorBody, httpStatusOf } from './status.js';
 import { parseRange } from './range.js';
 import { RegistryMetrics } from './metrics.js';
+import { acceptsEncoding, ifNoneMatchHits } from './conditional.js';
 
 /** The native API's version prefix. */
 export const API_PREFIX = '/api/v1';
@@ -148,7 +149,8 @@ export class RegistryHttpServer {
       }
     }
     const name = route?.name ?? 'unknown';
-    res.once('finish', () => {
+    // 'close' fires for finished and for aborted responses alike, so aborts are counted too.
+    res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
       this.metrics.requests.inc({ route: name, method: req.method ?? '', status: String(res.statusCode) });
       this.metrics.duration.observe({ route: name }, seconds);
@@ -174,6 +176,12 @@ export class RegistryHttpServer {
       }
       await route.handler(req, res, params);
     } catch (err) {
+      if (req.destroyed || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        // The client went away mid-response: nothing failed on our side.
+        this.log.debug('client aborted', { path });
+        res.destroy();
+        return;
+      }
       const status = httpStatusOf(err);
       if (status >= 500)
         this.log.error('request failed', { path, error: err instanceof Error ? err.message : String(err) });
@@ -231,12 +239,12 @@ export class RegistryHttpServer {
       etag: `"${id}"`,
       vary: 'accept-encoding',
     };
-    if (req.headers['if-none-match'] === `"${id}"`) {
+    if (ifNoneMatchHits(req.headers['if-none-match'], `"${id}"`)) {
       res.writeHead(304, headers);
       res.end();
       return;
     }
-    const gzipOk = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+    const gzipOk = acceptsEncoding(req.headers['accept-encoding'], 'gzip');
     const body = gzipOk ? gz : gunzipSync(gz);
     if (gzipOk) headers['content-encoding'] = 'gzip';
     headers['content-length'] = body.byteLength;
@@ -264,7 +272,7 @@ export class RegistryHttpServer {
         etag,
         'accept-ranges': 'bytes',
       };
-      if (req.headers['if-none-match'] === etag) {
+      if (ifNoneMatchHits(req.headers['if-none-match'], etag)) {
         res.writeHead(304, headers);
         res.end();
         return;
