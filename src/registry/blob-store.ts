@@ -4,12 +4,15 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import { DigestBuilder, hexOf, isDigest, type Digest } from '../model/digest.js';
+import { ChunkHasher } from '../model/chunks.js';
 
 export interface PutResult {
   digest: Digest;
   size: number;
   /** False when the content was already stored (nothing new written). */
   created: boolean;
+  /** Packed chunk digests (see model/chunks.ts), for content larger than one chunk. */
+  chunks?: Buffer;
 }
 
 /**
@@ -60,15 +63,18 @@ export class BlobStore {
   async put(source: Uint8Array | AsyncIterable<Uint8Array>, opts: { expected?: Digest } = {}): Promise<PutResult> {
     const tmp = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
     const hasher = new DigestBuilder();
+    const chunker = new ChunkHasher();
     let fh;
     try {
       fh = await open(tmp, 'wx', 0o644);
       if (source instanceof Uint8Array) {
         hasher.update(source);
+        chunker.update(source);
         await fh.writeFile(source);
       } else {
         for await (const chunk of source) {
           hasher.update(chunk);
+          chunker.update(chunk);
           await fh.write(chunk);
         }
       }
@@ -76,6 +82,7 @@ export class BlobStore {
       await fh.close();
       fh = undefined;
       const digest = hasher.digest();
+      const chunks = chunker.finish(hasher.bytes);
       if (opts.expected !== undefined && opts.expected !== digest) {
         throw new CairnError(
           ErrorCode.DIGEST_MISMATCH,
@@ -88,11 +95,11 @@ export class BlobStore {
         // Refreshed so gc's grace period protects a stray blob an import is about to reference again.
         const now = new Date();
         await utimes(final, now, now).catch(() => undefined);
-        return { digest, size: hasher.bytes, created: false };
+        return { digest, size: hasher.bytes, created: false, ...(chunks ? { chunks } : {}) };
       }
       await mkdir(join(final, '..'), { recursive: true });
       await rename(tmp, final);
-      return { digest, size: hasher.bytes, created: true };
+      return { digest, size: hasher.bytes, created: true, ...(chunks ? { chunks } : {}) };
     } catch (err) {
       await fh?.close().catch(() => undefined);
       await rm(tmp, { force: true }).catch(() => undefined);

@@ -47,11 +47,8 @@ class StoreSink implements ContentSink {
 
   constructor(private readonly registry: RegistryStore) {}
 
-  async store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean }> {
-    if (!Buffer.isBuffer(body)) {
-      const r = await this.registry.blobs.put(body);
-      return { digest: r.digest, created: r.created };
-    }
+  async store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean; chunks?: Buffer }> {
+    if (!Buffer.isBuffer(body)) return this.registry.blobs.put(body);
     const digest = sha256(body);
     // The same content twice in one layer (common: copies of a license file) is written once.
     const pending = this.inFlight.get(digest);
@@ -60,26 +57,27 @@ class StoreSink implements ContentSink {
       return { digest, created: false };
     }
     const write = (async () => {
-      if (this.registry.meta.hasFile(digest) && (await this.registry.blobs.has(digest))) return false;
-      return (await this.registry.blobs.put(body, { expected: digest })).created;
+      if (this.registry.meta.hasFile(digest) && (await this.registry.blobs.has(digest)))
+        return { digest, created: false };
+      return this.registry.blobs.put(body, { expected: digest });
     })();
     this.inFlight.set(digest, write);
     try {
-      return { digest, created: await write };
+      return await write;
     } finally {
       this.inFlight.delete(digest);
     }
   }
 }
 
-function recipeOf(entries: Entry[]): NewRecipe {
+function recipeOf(entries: Entry[], chunks: Map<Digest, Buffer>): NewRecipe {
   const { id, gz, rawBytes } = compressRecipe({ entries });
-  const files = new Map<Digest, { size: number; count: number }>();
+  const files: NewRecipe['files'] = new Map();
   for (const e of entries) {
     if (e.type !== 'file' || !e.digest) continue;
     const f = files.get(e.digest);
     if (f) f.count += 1;
-    else files.set(e.digest, { size: e.size, count: 1 });
+    else files.set(e.digest, { size: e.size, count: 1, chunks: chunks.get(e.digest) });
   }
   return { id, gz, rawBytes, entries: entries.length, files };
 }
@@ -142,7 +140,7 @@ export async function importImage(
       newFiles += parsed.newFiles;
       newBytes += parsed.newBytes;
       layers.push({
-        recipe: recipeOf(parsed.entries),
+        recipe: recipeOf(parsed.entries, parsed.chunks),
         diffId: stream.uncompressed.digest(),
         blobDigest: desc.digest,
         blobSize: desc.size,

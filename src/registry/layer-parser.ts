@@ -9,7 +9,7 @@ import { SkeletonWriter } from '../tar/skeleton.js';
  * durable; a stream body is fully consumed by then.
  */
 export interface ContentSink {
-  store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean }>;
+  store(body: Buffer | AsyncIterable<Buffer>): Promise<{ digest: Digest; created: boolean; chunks?: Buffer }>;
 }
 
 /** Files up to this size are buffered and written in the background, several at once. */
@@ -31,6 +31,8 @@ export interface ParsedLayer {
   entries: Entry[];
   /** The layer's tar minus regular-file bodies (see skeleton.ts), gzipped: with the contents it rebuilds the tar byte for byte. */
   skeleton: Buffer;
+  /** Packed chunk digests of large contents that went through the sink. */
+  chunks: Map<Digest, Buffer>;
   /** Regular files whose content was new to the store. */
   newFiles: number;
   newBytes: number;
@@ -109,6 +111,7 @@ async function parseLayerEntries(
 ): Promise<ParsedLayer> {
   const entries: Entry[] = [];
   const pending = new Set<Promise<void>>();
+  const chunks = new Map<Digest, Buffer>();
   const skeleton = new SkeletonWriter();
   const seen = new Map<string, Entry>(); // path -> non-marker entry
   const markers = new Set<string>(); // "wh:path" / "opq:path"
@@ -201,6 +204,7 @@ async function parseLayerEntries(
           const write = sink.store(inline ? await collect(tar.body, h.size) : tar.body).then(
             (r) => {
               entry.digest = r.digest;
+              if (r.chunks) chunks.set(r.digest, r.chunks);
               if (r.created) {
                 newFiles += 1;
                 newBytes += h.size;
@@ -252,7 +256,7 @@ async function parseLayerEntries(
     }
     await Promise.all(pending);
     if (failure) throw failure;
-    return { entries, skeleton: skeleton.finish(), newFiles, newBytes };
+    return { entries, skeleton: skeleton.finish(), chunks, newFiles, newBytes };
   }
 }
 

@@ -40,10 +40,12 @@ CREATE TABLE IF NOT EXISTS recipe_files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipe_files_by_digest ON recipe_files(digest);
 -- Stored contents; refcount = number of recipes that reference the content.
+-- chunks: packed sha256 of each 1 MiB piece, for contents over 1 MiB (lazy readers verify by chunk).
 CREATE TABLE IF NOT EXISTS files (
   digest TEXT PRIMARY KEY,
   size INTEGER NOT NULL,
-  refcount INTEGER NOT NULL DEFAULT 0
+  refcount INTEGER NOT NULL DEFAULT 0,
+  chunks BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skeletons (
   digest TEXT PRIMARY KEY,
@@ -107,7 +109,7 @@ export interface NewRecipe {
   gz: Buffer;
   rawBytes: number;
   entries: number;
-  files: Map<Digest, { size: number; count: number }>;
+  files: Map<Digest, { size: number; count: number; chunks: Buffer | undefined }>;
 }
 
 export interface NewImage {
@@ -274,11 +276,12 @@ export class MetadataStore {
       .run(r.id, r.gz, r.rawBytes, r.entries, files, fileBytes);
     if (inserted.changes === 0) return;
     const addFile = db.prepare(
-      `INSERT INTO files (digest, size, refcount) VALUES (?, ?, 1) ON CONFLICT (digest) DO UPDATE SET refcount = refcount + 1`,
+      `INSERT INTO files (digest, size, refcount, chunks) VALUES (?, ?, 1, ?)
+       ON CONFLICT (digest) DO UPDATE SET refcount = refcount + 1, chunks = coalesce(files.chunks, excluded.chunks)`,
     );
     const link = db.prepare('INSERT INTO recipe_files (recipe, digest, count) VALUES (?, ?, ?)');
     for (const [digest, f] of r.files) {
-      addFile.run(digest, f.size);
+      addFile.run(digest, f.size, f.chunks ?? null);
       link.run(r.id, digest, f.count);
     }
   }
@@ -357,9 +360,11 @@ export class MetadataStore {
     return row?.data;
   }
 
-  fileSize(digest: Digest): number | undefined {
-    const row = this.db.prepare('SELECT size FROM files WHERE digest = ?').get(digest) as { size: number } | undefined;
-    return row?.size;
+  /** A stored content's size and packed chunk digests (undefined chunks: at most one chunk). */
+  file(digest: Digest): { size: number; chunks: Buffer | undefined } | undefined {
+    const row = this.db.prepare('SELECT size, chunks FROM files WHERE digest = ?').get(digest) as
+      { size: number; chunks: Buffer | null } | undefined;
+    return row ? { size: row.size, chunks: row.chunks ?? undefined } : undefined;
   }
 
   allImages(): { digest: Digest; repository: string; tags: string }[] {

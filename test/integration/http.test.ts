@@ -425,6 +425,22 @@ describe('registry HTTP API: file contents', () => {
     expect((await fetchRaw(reg.url, `/api/v1/files/${digest}`)).status).toBe(200);
   });
 
+  it('lists the chunk digests of a large file (each matching its 1 MiB piece), one digest for a small file', async () => {
+    const digest = sha256(bigContent);
+    const r = await fetchRaw(reg.url, `/api/v1/files/${digest}/chunks`);
+    expect(r.status).toBe(200);
+    const body = r.json<{ size: number; chunkBytes: number; chunks: string[] }>();
+    expect(body.size).toBe(BIG_SIZE);
+    expect(body.chunks).toHaveLength(Math.ceil(BIG_SIZE / body.chunkBytes));
+    body.chunks.forEach((d, i) =>
+      expect(d).toBe(sha256(bigContent.subarray(i * body.chunkBytes, (i + 1) * body.chunkBytes))),
+    );
+    const small = await fetchRaw(reg.url, `/api/v1/files/${mediumDigest}/chunks`);
+    expect(small.json<{ chunks: string[] }>().chunks).toEqual([mediumDigest]);
+    expect((await fetchRaw(reg.url, `/api/v1/files/sha256:${'0'.repeat(64)}/chunks`)).status).toBe(404);
+    expect((await fetchRaw(reg.url, '/api/v1/files/sha256:zz/chunks')).status).toBe(400);
+  });
+
   it('streams a 64 MiB file in many chunks without buffering it, to a reader that stalls', async () => {
     const digest = sha256(bigContent);
     const before = process.memoryUsage();

@@ -8,6 +8,7 @@ import { registryStats } from '../../src/registry/stats.js';
 import { collectGarbage } from '../../src/registry/gc.js';
 import { rebuildLayerTar } from '../../src/registry/layer-rebuild.js';
 import { decodeRecipe } from '../../src/model/recipe.js';
+import { CHUNK_BYTES, unpackChunks } from '../../src/model/chunks.js';
 import { CairnError, ErrorCode } from '../../src/model/errors.js';
 import type { Entry } from '../../src/model/entry.js';
 import type { Digest } from '../../src/model/digest.js';
@@ -177,6 +178,28 @@ describe('import', () => {
     expect(byPath(app, 'var/cache/app', 'opaque')).toBeDefined();
     expect(app?.some((e) => e.path.includes('.wh.'))).toBe(false);
     expect(byPath(app, 'var/cache/app/new')!.mtime).toBe(1_700_000_123.5);
+  });
+
+  it('records per-chunk digests of large contents, so lazy readers can verify by range', async () => {
+    const src = join(await testTempDir(), 'layout');
+    const big = Buffer.alloc(3 * CHUNK_BYTES + 17);
+    for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+    const streamed = Buffer.alloc(5 * CHUNK_BYTES, 3); // over the parser's in-memory limit: written as a stream
+    await writeOciLayout(src, [
+      { ref: 'big:1', layers: [layer([file('big', big), file('streamed', streamed), file('small', 'x')])] },
+    ]);
+    const store = await freshStore();
+    await importImage(store, `${src}:big:1`, 'lib/big:1');
+    for (const content of [big, streamed]) {
+      const f = store.meta.file(`sha256:${createHash('sha256').update(content).digest('hex')}`)!;
+      const chunks = unpackChunks(f.chunks!);
+      expect(chunks).toHaveLength(Math.ceil(content.length / CHUNK_BYTES));
+      chunks.forEach((d, i) => {
+        const piece = content.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES);
+        expect(d).toBe(`sha256:${createHash('sha256').update(piece).digest('hex')}`);
+      });
+    }
+    expect(store.meta.file(`sha256:${createHash('sha256').update('x').digest('hex')}`)!.chunks).toBeUndefined();
   });
 
   it('stores nothing new when the same image is imported twice, and shared files once', async () => {

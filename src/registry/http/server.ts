@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { CairnError, ErrorCode } from '../../model/errors.js';
 import { parseDigest, type Digest } from '../../model/digest.js';
 import { RECIPE_MEDIA_TYPE } from '../../model/recipe.js';
+import { CHUNK_BYTES, unpackChunks } from '../../model/chunks.js';
 import type { RegistryStore } from '../store.js';
 import type { ImageRow } from '../metadata.js';
 import { checkRepositoryName, checkTag } from '../metadata.js';
@@ -109,6 +110,11 @@ export class RegistryHttpServer {
         handler: (_q, s, p) => this.imageByDigest(s, p),
       },
       { name: 'recipe', pattern: /^\/api\/v1\/recipes\/([^/]+)$/, handler: (q, s, p) => this.recipe(q, s, p) },
+      {
+        name: 'file-chunks',
+        pattern: /^\/api\/v1\/files\/([^/]+)\/chunks$/,
+        handler: (_q, s, p) => this.fileChunks(s, p),
+      },
       { name: 'file', pattern: /^\/api\/v1\/files\/([^/]+)$/, handler: (q, s, p) => this.file(q, s, p) },
     ];
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
@@ -250,6 +256,18 @@ export class RegistryHttpServer {
     headers['content-length'] = body.byteLength;
     res.writeHead(200, headers);
     res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  private fileChunks(res: ServerResponse, [raw = '']: string[]): void {
+    const digest = parseDigest(decodeParam(raw, 'file digest'), 'file digest');
+    const f = this.store.meta.file(digest);
+    if (!f) throw new CairnError(ErrorCode.NOT_FOUND, `file ${digest} is unknown`);
+    sendJson(
+      res,
+      200,
+      { digest, size: f.size, chunkBytes: CHUNK_BYTES, chunks: f.chunks ? unpackChunks(f.chunks) : [digest] },
+      { 'cache-control': IMMUTABLE, etag: `"${digest}/chunks"` },
+    );
   }
 
   private async file(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): Promise<void> {
