@@ -12,6 +12,8 @@ const EXIT: Record<ErrorCode, number> = {
   [ErrorCode.UNAVAILABLE]: 69,
   [ErrorCode.ABORTED]: 130,
   [ErrorCode.STORAGE]: 74,
+  [ErrorCode.NOT_A_DIRECTORY]: 65,
+  [ErrorCode.IS_A_DIRECTORY]: 65,
   [ErrorCode.RANGE]: 65,
   [ErrorCode.INTERNAL]: 70,
 };

@@ -24,6 +24,10 @@ export const ErrorCode = {
   ABORTED: 'CAIRN_ERR_ABORTED',
   /** The local store failed (disk full, permissions, corrupt database). */
   STORAGE: 'CAIRN_ERR_STORAGE',
+  /** A path used as a directory that is not one (ENOTDIR at the FUSE edge). */
+  NOT_A_DIRECTORY: 'CAIRN_ERR_NOT_A_DIRECTORY',
+  /** A directory used where a file is needed (EISDIR at the FUSE edge). */
+  IS_A_DIRECTORY: 'CAIRN_ERR_IS_A_DIRECTORY',
   /** A request for a byte range outside the object. */
   RANGE: 'CAIRN_ERR_RANGE',
   /** A bug: an invariant that should hold did not. */

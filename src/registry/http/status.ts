@@ -12,6 +12,8 @@ const STATUS: Record<ErrorCode, number> = {
   [ErrorCode.UNAVAILABLE]: 503,
   [ErrorCode.ABORTED]: 499,
   [ErrorCode.STORAGE]: 500,
+  [ErrorCode.NOT_A_DIRECTORY]: 400,
+  [ErrorCode.IS_A_DIRECTORY]: 400,
   [ErrorCode.RANGE]: 416,
   [ErrorCode.INTERNAL]: 500,
 };

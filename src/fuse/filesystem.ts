@@ -1,0 +1,40 @@
+/**
+ * What the FUSE adapter serves: a read-only filesystem addressed by path.
+ * The adapter only translates; every decision (what a path is, where its bytes
+ * come from, what is measured) lives behind this interface.
+ *
+ * Methods throw (or reject with) CairnErrors; the adapter maps their codes to
+ * errno in one place (errno.ts). Synchronous methods must not block.
+ */
+export interface FsAttr {
+  ino: number;
+  /** Full st_mode: file type and permission bits. */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Milliseconds since the epoch. */
+  mtimeMs: number;
+  /** Encoded device number (makedev) for character and block devices. */
+  rdev: number;
+}
+
+export interface FsStatfs {
+  files: number;
+  bytes: number;
+}
+
+export interface ReadOnlyFs {
+  getattr(path: string): FsAttr;
+  /** Child names (without `.` and `..`) with their attributes. */
+  readdir(path: string): { names: string[]; attrs: FsAttr[] };
+  readlink(path: string): string;
+  getxattr(path: string, name: string): Buffer | undefined;
+  listxattr(path: string): string[];
+  /** Opens a regular file for reading; returns a handle passed back to read/release. */
+  open(path: string): number;
+  read(path: string, handle: number, length: number, position: number): Promise<Buffer>;
+  release(handle: number): void;
+  statfs(): FsStatfs;
+}
