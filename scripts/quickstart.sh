@@ -41,5 +41,20 @@ recipe=$(node -e 'const i=JSON.parse(process.argv[1]); console.log(i.layers[i.la
 echo "top layer recipe: $recipe"
 digest=$(curl -fsS --compressed "$base/recipes/$recipe" |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);console.log(r.entries.find(e=>e.path==="app/hello.sh").digest)})')
-echo "== reading /app/hello.sh ($digest) through the registry and running it"
-curl -fsS "$base/files/$digest" | sh
+echo "== reading /app/hello.sh ($digest) through the registry's file API"
+curl -fsS "$base/files/$digest"
+
+mnt=$work/mnt
+state=$work/state
+mkdir -p "$mnt"
+node bin/cairn.js unmount "$mnt" --state-dir "$state" >/dev/null 2>&1 || true
+echo "== mounting the image lazily at $mnt (metadata only; contents are fetched on first read)"
+node bin/cairn.js mount "http://127.0.0.1:$port" sample/busybox:latest "$mnt" --state-dir "$state"
+trap 'node bin/cairn.js unmount "$mnt" --state-dir "$state" >/dev/null 2>&1 || true; kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+echo "== ls $mnt"
+ls -l "$mnt"
+echo "== running /app/hello.sh from the mount (chroot: the image's own busybox runs it)"
+chroot "$mnt" /app/hello.sh
+echo "== mount stats"
+node bin/cairn.js stats "$mnt" --state-dir "$state"
+node bin/cairn.js unmount "$mnt" --state-dir "$state"

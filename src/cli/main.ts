@@ -3,6 +3,7 @@ import { exitCodeOf, oneLine } from './errors.js';
 import { registerImport } from './commands/import.js';
 import { registerRegistry } from './commands/registry.js';
 import { registerSample } from './commands/sample.js';
+import { registerMount } from './commands/mount.js';
 
 export function buildProgram(): Command {
   const program = new Command('cairn')
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerImport(program);
   registerRegistry(program);
   registerSample(program);
+  registerMount(program);
   return program;
 }
 

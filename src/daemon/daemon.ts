@@ -1,0 +1,88 @@
+import type { Server } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, ErrorCode } from '../model/errors.js';
+import { serveControl, type ControlRequest } from './control.js';
+import { MountManager, type ContentStack, type MountRequest } from './mounts.js';
+import type { Logger } from '../util/log.js';
+import type { LookupMode } from '../union/view.js';
+
+export interface DaemonOptions {
+  stateDir: string;
+  readDeadlineMs: number;
+  log: Logger;
+  /** Exit once the last mount is gone (the default for a daemon started by `cairn mount`). */
+  exitWhenIdle: boolean;
+}
+
+export function controlSocketPath(stateDir: string): string {
+  return join(stateDir, 'daemon.sock');
+}
+
+function str(req: ControlRequest, key: string): string {
+  const v = req[key];
+  if (typeof v !== 'string' || v === '')
+    throw new CairnError(ErrorCode.INVALID_INPUT, `control request ${req.op}: ${key} must be a string`);
+  return v;
+}
+
+/**
+ * cairn's daemon: one process serving many mounts through one content stack,
+ * driven over its control socket. Resolves when it has stopped (signal,
+ * shutdown request, or idle after its last unmount).
+ */
+export async function runDaemon(content: ContentStack, opts: DaemonOptions): Promise<void> {
+  const mounts = new MountManager(content, opts);
+  let stopping: Promise<void> | undefined;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const stop = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      opts.log.info('stopping', { why });
+      await mounts.closeAll();
+      await content.close();
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(controlSocketPath(opts.stateDir), { force: true });
+      done();
+    })();
+    return stopping;
+  };
+  const handler = async (req: ControlRequest): Promise<unknown> => {
+    switch (req.op) {
+      case 'ping':
+        return { pid: process.pid, mounts: mounts.size };
+      case 'mount': {
+        const m: MountRequest = {
+          registry: str(req, 'registry'),
+          repository: str(req, 'repository'),
+          reference: str(req, 'reference'),
+          mountpoint: str(req, 'mountpoint'),
+          lookup: (req.lookup === 'stacked' ? 'stacked' : 'flat') as LookupMode,
+        };
+        if (typeof req.upper === 'string') m.upper = req.upper;
+        return mounts.mount(m);
+      }
+      case 'unmount': {
+        await mounts.unmount(str(req, 'mountpoint'));
+        if (opts.exitWhenIdle && mounts.size === 0) setImmediate(() => void stop('last mount gone'));
+        return null;
+      }
+      case 'stats':
+        return mounts.stats(str(req, 'mountpoint'));
+      case 'list':
+        return mounts.list();
+      case 'shutdown':
+        setImmediate(() => void stop('shutdown requested'));
+        return null;
+      default:
+        throw new CairnError(ErrorCode.INVALID_INPUT, `control request: unknown op ${JSON.stringify(req.op)}`);
+    }
+  };
+  // Requests arrive only once this has resolved, so `stop` never sees `server` uninitialized.
+  const server: Server = await serveControl(controlSocketPath(opts.stateDir), handler);
+  const onSignal = (sig: string) => () => void stop(sig);
+  process.once('SIGINT', onSignal('SIGINT'));
+  process.once('SIGTERM', onSignal('SIGTERM'));
+  opts.log.info('daemon ready', { pid: process.pid, socket: controlSocketPath(opts.stateDir) });
+  await finished;
+}

@@ -1,0 +1,228 @@
+import { execFile } from 'node:child_process';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { CairnError, ErrorCode } from '../model/errors.js';
+import type { Entry } from '../model/entry.js';
+import type { BlobSource } from '../fetch/blob-source.js';
+import { RegistryClient } from '../fetch/registry-client.js';
+import { FuseMount } from '../fuse/adapter.js';
+import { UnionView, type LookupMode } from '../union/view.js';
+import { ImageFs } from './image-fs.js';
+import { detach, isStaleFuseMount, mountedType } from './stale.js';
+import type { Logger } from '../util/log.js';
+
+const run = promisify(execFile);
+
+export interface MountRequest {
+  registry: string;
+  repository: string;
+  reference: string;
+  mountpoint: string;
+  lookup: LookupMode;
+  /** Kernel overlayfs over the lazy view, with this directory holding upper/ and work/. */
+  upper?: string;
+}
+
+export interface MountInfo {
+  mountpoint: string;
+  registry: string;
+  image: string;
+  digest: string;
+  lookup: LookupMode;
+  layers: number;
+  writable: boolean;
+  mountedMs: number;
+  /** Time from the request to the mount answering. */
+  readySeconds: number;
+}
+
+/** Counters of the content path shared by every mount (fetcher and cache tiers). */
+export interface ContentStats {
+  bytesFetched: number;
+  retries: number;
+  tiers: Record<string, { hits: number; misses: number; evictions?: number; bytes?: number }>;
+  fetchErrors: number;
+}
+
+/** The shared content path: one fetcher and one cache for every mount of the daemon. */
+export interface ContentStack {
+  /** The content source for images of the registry at `url`. */
+  sourceFor(url: string): Promise<BlobSource>;
+  stats(): ContentStats;
+  close(): Promise<void>;
+}
+
+interface Mounted {
+  info: MountInfo;
+  fs: ImageFs;
+  fuse: FuseMount;
+  /** Where the lazy view is mounted when an overlay sits on top of it. */
+  lowerDir?: string;
+  readErrors: number;
+  bytesServed: number;
+}
+
+/**
+ * The mounts of one daemon: each resolves an image through the registry's
+ * metadata API, builds its union view, and serves it through FUSE, all
+ * sharing one content stack.
+ */
+export class MountManager {
+  private readonly mounts = new Map<string, Mounted>();
+  private readonly clients = new Map<string, RegistryClient>();
+  private nextLowerId = 1;
+
+  constructor(
+    private readonly content: ContentStack,
+    private readonly opts: { stateDir: string; readDeadlineMs: number; log: Logger },
+  ) {}
+
+  private client(url: string): RegistryClient {
+    let c = this.clients.get(url);
+    if (!c) {
+      c = new RegistryClient({ url, deadlineMs: this.opts.readDeadlineMs });
+      this.clients.set(url, c);
+    }
+    return c;
+  }
+
+  async mount(req: MountRequest): Promise<MountInfo> {
+    const started = performance.now();
+    const mountpoint = resolve(req.mountpoint);
+    if (this.mounts.has(mountpoint))
+      throw new CairnError(ErrorCode.INVALID_INPUT, `${mountpoint}: already mounted by this daemon`);
+    const st = await stat(mountpoint).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOTCONN') return undefined;
+      throw new CairnError(
+        ErrorCode.NOT_FOUND,
+        `mountpoint ${mountpoint}: ${err.code === 'ENOENT' ? 'does not exist' : err.message}`,
+      );
+    });
+    if (st && !st.isDirectory())
+      throw new CairnError(ErrorCode.INVALID_INPUT, `mountpoint ${mountpoint}: not a directory`);
+    if (await isStaleFuseMount(mountpoint)) {
+      this.opts.log.warn('clearing stale mount', { mountpoint });
+      await detach(mountpoint);
+    } else if ((await mountedType(mountpoint)) !== undefined) {
+      throw new CairnError(ErrorCode.INVALID_INPUT, `mountpoint ${mountpoint}: something is already mounted there`);
+    }
+
+    const client = this.client(req.registry);
+    const image = await client.image(req.repository, req.reference);
+    const recipes = await Promise.all(image.layers.map((l) => client.recipe(l.recipe)));
+    const layers: Entry[][] = recipes.map((r) => r.entries);
+    const view = UnionView.build(layers, { lookup: req.lookup });
+    const record: Partial<Mounted> = { readErrors: 0, bytesServed: 0 };
+    const fs = new ImageFs(view, await this.content.sourceFor(req.registry), {
+      readDeadlineMs: this.opts.readDeadlineMs,
+      observer: {
+        read: (bytes, _s, error) => {
+          if (error) {
+            record.readErrors = (record.readErrors ?? 0) + 1;
+            this.opts.log.warn('read failed', {
+              mountpoint,
+              error: error instanceof Error ? error.message : String(error),
+            });
+          } else record.bytesServed = (record.bytesServed ?? 0) + bytes;
+        },
+      },
+    });
+
+    let lowerDir: string | undefined;
+    let fuseAt = mountpoint;
+    if (req.upper) {
+      lowerDir = join(this.opts.stateDir, 'lower', String(process.pid), String(this.nextLowerId++));
+      await mkdir(lowerDir, { recursive: true });
+      fuseAt = lowerDir;
+    }
+    const fuse = new FuseMount(fuseAt, fs, {
+      readDeadlineMs: this.opts.readDeadlineMs,
+      fsname: `cairn:${req.repository}`,
+    });
+    await fuse.mount();
+    if (req.upper && lowerDir) {
+      const upper = join(resolve(req.upper), 'upper');
+      const work = join(resolve(req.upper), 'work');
+      try {
+        await mkdir(upper, { recursive: true });
+        await mkdir(work, { recursive: true });
+        await run('mount', [
+          '-t',
+          'overlay',
+          'overlay',
+          '-o',
+          `lowerdir=${lowerDir},upperdir=${upper},workdir=${work}`,
+          mountpoint,
+        ]);
+      } catch (err) {
+        await fuse.unmount().catch(() => undefined);
+        throw new CairnError(
+          ErrorCode.STORAGE,
+          `overlay on ${mountpoint}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`,
+        );
+      }
+    }
+    const info: MountInfo = {
+      mountpoint,
+      registry: req.registry,
+      image: `${req.repository}:${req.reference}`,
+      digest: image.digest,
+      lookup: req.lookup,
+      layers: layers.length,
+      writable: req.upper !== undefined,
+      mountedMs: Date.now(),
+      readySeconds: (performance.now() - started) / 1000,
+    };
+    Object.assign(record, { info, fs, fuse, ...(lowerDir ? { lowerDir } : {}) });
+    this.mounts.set(mountpoint, record as Mounted);
+    this.opts.log.info('mounted', { ...info });
+    return info;
+  }
+
+  async unmount(path: string): Promise<void> {
+    const mountpoint = resolve(path);
+    const m = this.mounts.get(mountpoint);
+    if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
+    // The overlay goes first: it holds the lazy view as its lower layer.
+    if (m.lowerDir) await run('umount', [mountpoint]);
+    await m.fuse.unmount();
+    if (m.lowerDir) await rm(m.lowerDir, { recursive: true, force: true });
+    this.mounts.delete(mountpoint);
+    this.opts.log.info('unmounted', { mountpoint });
+  }
+
+  list(): MountInfo[] {
+    return [...this.mounts.values()].map((m) => m.info);
+  }
+
+  get size(): number {
+    return this.mounts.size;
+  }
+
+  stats(path: string): Record<string, unknown> {
+    const mountpoint = resolve(path);
+    const m = this.mounts.get(mountpoint);
+    if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
+    const c = this.content.stats();
+    return {
+      ...m.info,
+      imageBytes: m.fs.imageBytes,
+      bytesServed: m.bytesServed,
+      readErrors: m.readErrors,
+      // Shared by every mount of the daemon: the content path is one fetcher and one cache.
+      bytesFetched: c.bytesFetched,
+      cache: c.tiers,
+      fetchErrors: c.fetchErrors,
+    };
+  }
+
+  async closeAll(): Promise<void> {
+    for (const mountpoint of [...this.mounts.keys()]) {
+      await this.unmount(mountpoint).catch((err: unknown) =>
+        this.opts.log.error('unmount failed', { mountpoint, error: err instanceof Error ? err.message : String(err) }),
+      );
+    }
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+  }
+}

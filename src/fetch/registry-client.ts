@@ -1,0 +1,117 @@
+import { Pool } from 'undici';
+import { gunzipSync } from 'node:zlib';
+import { CairnError, ErrorCode } from '../model/errors.js';
+import { parseDigest, type Digest } from '../model/digest.js';
+import { decodeRecipe, type Recipe } from '../model/recipe.js';
+
+/** An image as the registry's native API describes it (the fields a mount needs). */
+export interface RemoteImage {
+  digest: Digest;
+  repository?: string;
+  reference?: string;
+  platform: string;
+  layers: { recipe: Digest; diffId: Digest; entries: number; fileBytes: number }[];
+}
+
+export interface RegistryClientOptions {
+  /** Base URL of the registry, e.g. http://127.0.0.1:5000 */
+  url: string;
+  /** Deadline of one metadata request. */
+  deadlineMs?: number;
+}
+
+/**
+ * Reads image metadata (images, recipes) from cairn's registry. Recipes are
+ * verified against their ids before they are returned.
+ */
+export class RegistryClient {
+  private readonly pool: Pool;
+  private readonly deadlineMs: number;
+  private closed = false;
+
+  constructor(readonly opts: RegistryClientOptions) {
+    let origin: URL;
+    try {
+      origin = new URL(opts.url);
+    } catch {
+      throw new CairnError(ErrorCode.INVALID_OPTION, `registry URL: ${JSON.stringify(opts.url)} is not a URL`);
+    }
+    if (origin.protocol !== 'http:' && origin.protocol !== 'https:') {
+      throw new CairnError(ErrorCode.INVALID_OPTION, `registry URL: ${opts.url} must be http or https`);
+    }
+    this.deadlineMs = opts.deadlineMs ?? 10_000;
+    if (!Number.isSafeInteger(this.deadlineMs) || this.deadlineMs <= 0) {
+      throw new CairnError(ErrorCode.INVALID_OPTION, 'RegistryClient: option deadlineMs must be a positive integer');
+    }
+    this.pool = new Pool(origin.origin, { connections: 2 });
+  }
+
+  private async get(path: string, what: string): Promise<{ status: number; body: Buffer; encoding?: string }> {
+    if (this.closed) throw new CairnError(ErrorCode.UNAVAILABLE, 'registry client is closed');
+    try {
+      const res = await this.pool.request({
+        path,
+        method: 'GET',
+        headers: { 'accept-encoding': 'gzip' },
+        signal: AbortSignal.timeout(this.deadlineMs),
+      });
+      const body = Buffer.from(await res.body.arrayBuffer());
+      const encoding = res.headers['content-encoding'];
+      return { status: res.statusCode, body, ...(typeof encoding === 'string' ? { encoding } : {}) };
+    } catch (err) {
+      const name = (err as Error).name;
+      if (name === 'TimeoutError' || name === 'AbortError') {
+        throw new CairnError(
+          ErrorCode.TIMEOUT,
+          `${what}: ${this.opts.url} did not answer within ${this.deadlineMs} ms`,
+        );
+      }
+      throw new CairnError(ErrorCode.UNAVAILABLE, `${what}: ${this.opts.url}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  private check(r: { status: number; body: Buffer }, what: string): void {
+    if (r.status === 200) return;
+    let message = `HTTP ${r.status}`;
+    try {
+      message = (JSON.parse(r.body.toString()) as { error: { message: string } }).error.message;
+    } catch {
+      // not a cairn error body
+    }
+    const code =
+      r.status === 404 ? ErrorCode.NOT_FOUND : r.status < 500 ? ErrorCode.INVALID_INPUT : ErrorCode.UNAVAILABLE;
+    throw new CairnError(code, `${what}: ${message}`);
+  }
+
+  /** The image `repository:reference` (a tag or a digest). */
+  async image(repository: string, reference: string): Promise<RemoteImage> {
+    const what = `image ${repository}:${reference} at ${this.opts.url}`;
+    const r = await this.get(
+      `/api/v1/repositories/${repository.split('/').map(encodeURIComponent).join('/')}/images/${encodeURIComponent(reference)}`,
+      what,
+    );
+    this.check(r, what);
+    const img = JSON.parse(r.body.toString()) as RemoteImage;
+    parseDigest(img.digest, `${what} digest`);
+    if (!Array.isArray(img.layers)) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: no layers`);
+    img.layers.forEach((l, i) => parseDigest(l.recipe, `${what} layer ${i} recipe`));
+    return img;
+  }
+
+  /** A recipe, verified against its id. */
+  async recipe(id: Digest): Promise<Recipe> {
+    const what = `recipe ${id} at ${this.opts.url}`;
+    const r = await this.get(`/api/v1/recipes/${id}`, what);
+    this.check(r, what);
+    const raw = r.encoding === 'gzip' ? gunzipSync(r.body) : r.body;
+    return decodeRecipe(raw, { gzipped: false, expected: id });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.close();
+  }
+}
