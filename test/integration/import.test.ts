@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { importImage } from '../../src/registry/importer.js';
 import { RegistryStore } from '../../src/registry/store.js';
 import { registryStats } from '../../src/registry/stats.js';
@@ -30,6 +32,7 @@ import * as hostile from '../fixtures/hostile.js';
 import { testTempDir } from '../fixtures/tmp.js';
 import { listTarIndependently } from '../fixtures/independent-tar.js';
 
+const run = promisify(execFile);
 const CAP = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0xff, 0x00, 0x80]);
 
 /** A base layer and an app layer covering every entry type and marker. */
@@ -439,4 +442,48 @@ describe('import of hostile or broken input', () => {
       expect(await readdir(store.blobs.tmpDir)).toEqual([]);
     });
   }
+});
+
+describe('import onto a full disk', () => {
+  it('fails with a storage error naming the problem and keeps what was stored', async (ctx) => {
+    if (process.getuid?.() !== 0) ctx.skip(); // mounting a tmpfs needs root
+    const d = await testTempDir();
+    const root = join(d, 'small');
+    await mkdir(root);
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', root]);
+    try {
+      const store = await RegistryStore.open(join(root, 'registry'));
+      try {
+        const src = join(d, 'layout');
+        await writeOciLayout(src, [
+          richImage('small:1'),
+          {
+            ref: 'big:1',
+            layers: [layer([file('big-a', randomBytes(3 << 20)), file('big-b', randomBytes(3 << 20))], 'none')],
+          },
+        ]);
+        await importImage(store, `${src}:small:1`, 'lib/app:1');
+        const before = await snapshot(store);
+        const err = await importImage(store, `${src}:big:1`, 'lib/app:1').then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(CairnError);
+        expect((err as CairnError).code).toBe(ErrorCode.STORAGE);
+        expect((err as CairnError).message).toMatch(/ENOSPC|no space/i);
+        expect(await snapshot(store)).toEqual(before);
+        // What was stored still reads back whole.
+        const row = store.meta.imageByReference('lib/app', '1')!;
+        for (const l of row.layers) {
+          const recipe = decodeRecipe(store.meta.recipe(l.recipe)!, { gzipped: true });
+          const rebuilt = await collect(rebuildLayerTar(store.meta.skeleton(l.skeleton)!, recipe, store.blobs));
+          expect(`sha256:${createHash('sha256').update(rebuilt).digest('hex')}`).toBe(l.diffId);
+        }
+      } finally {
+        store.close();
+      }
+    } finally {
+      await run('umount', [root]);
+    }
+  });
 });
