@@ -60,6 +60,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
           lookup: (req.lookup === 'stacked' ? 'stacked' : 'flat') as LookupMode,
         };
         if (typeof req.upper === 'string') m.upper = req.upper;
+        if (req.prefetch === true) m.prefetch = true;
         return mounts.mount(m);
       }
       case 'unmount': {

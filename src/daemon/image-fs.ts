@@ -1,5 +1,5 @@
 import { CairnError, ErrorCode } from '../model/errors.js';
-import type { BlobSource } from '../fetch/blob-source.js';
+import type { BlobRef, BlobSource } from '../fetch/blob-source.js';
 import type { FsAttr, FsStatfs, ReadOnlyFs } from '../fuse/filesystem.js';
 import { statMode, type NodeAttr, type Resolved, type UnionView } from '../union/view.js';
 
@@ -7,8 +7,8 @@ import { statMode, type NodeAttr, type Resolved, type UnionView } from '../union
 export interface FsObserver {
   /** A path was resolved (or not) at `depth` (1 = top layer), taking `seconds`. */
   lookup?(op: string, depth: number | undefined, seconds: number): void;
-  /** A read returned `bytes` in `seconds`, or failed with `error`. */
-  read?(bytes: number, seconds: number, error?: unknown): void;
+  /** A read of content `ref` returned `bytes` in `seconds`, or failed with `error`. */
+  read?(ref: BlobRef, bytes: number, seconds: number, error?: unknown): void;
 }
 
 export interface ImageFsOptions {
@@ -118,14 +118,15 @@ export class ImageFs implements ReadOnlyFs {
     if (a.size === 0 || position >= a.size) return Buffer.alloc(0);
     if (!a.digest) throw new CairnError(ErrorCode.INTERNAL, `${path}: regular file without a content digest`);
     const started = performance.now();
+    const ref = { digest: a.digest, size: a.size };
     try {
-      const data = await this.content.read({ digest: a.digest, size: a.size }, position, length, {
+      const data = await this.content.read(ref, position, length, {
         signal: AbortSignal.timeout(this.opts.readDeadlineMs),
       });
-      this.opts.observer?.read?.(data.byteLength, (performance.now() - started) / 1000);
+      this.opts.observer?.read?.(ref, data.byteLength, (performance.now() - started) / 1000);
       return data;
     } catch (err) {
-      this.opts.observer?.read?.(0, (performance.now() - started) / 1000, err);
+      this.opts.observer?.read?.(ref, 0, (performance.now() - started) / 1000, err);
       throw err;
     }
   }

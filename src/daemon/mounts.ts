@@ -10,6 +10,7 @@ import { FuseMount } from '../fuse/adapter.js';
 import { UnionView, type LookupMode } from '../union/view.js';
 import { ImageFs } from './image-fs.js';
 import { detach, isStaleFuseMount, mountedType } from './stale.js';
+import { loadRecord, prefetch, ReadRecorder, type PrefetchProgress } from './prefetch.js';
 import type { Logger } from '../util/log.js';
 
 const run = promisify(execFile);
@@ -22,6 +23,8 @@ export interface MountRequest {
   lookup: LookupMode;
   /** Kernel overlayfs over the lazy view, with this directory holding upper/ and work/. */
   upper?: string;
+  /** Fetch in the background what earlier mounts of this image read. */
+  prefetch?: boolean;
 }
 
 export interface MountInfo {
@@ -61,6 +64,9 @@ interface Mounted {
   lowerDir?: string;
   readErrors: number;
   bytesServed: number;
+  recorder: ReadRecorder;
+  prefetch?: PrefetchProgress;
+  stopPrefetch: AbortController;
 }
 
 /**
@@ -113,11 +119,19 @@ export class MountManager {
     const recipes = await Promise.all(image.layers.map((l) => client.recipe(l.recipe)));
     const layers: Entry[][] = recipes.map((r) => r.entries);
     const view = UnionView.build(layers, { lookup: req.lookup });
-    const record: Partial<Mounted> = { readErrors: 0, bytesServed: 0 };
-    const fs = new ImageFs(view, await this.content.sourceFor(req.registry), {
+    const recordDir = join(this.opts.stateDir, 'reads');
+    const record: Partial<Mounted> = {
+      readErrors: 0,
+      bytesServed: 0,
+      recorder: new ReadRecorder(recordDir, image.digest),
+      stopPrefetch: new AbortController(),
+    };
+    const source = await this.content.sourceFor(req.registry);
+    const fs = new ImageFs(view, source, {
       readDeadlineMs: this.opts.readDeadlineMs,
       observer: {
-        read: (bytes, _s, error) => {
+        read: (ref, bytes, _s, error) => {
+          if (!error) record.recorder?.note(ref);
           if (error) {
             record.readErrors = (record.readErrors ?? 0) + 1;
             this.opts.log.warn('read failed', {
@@ -174,6 +188,10 @@ export class MountManager {
       mountedMs: Date.now(),
       readySeconds: (performance.now() - started) / 1000,
     };
+    if (req.prefetch) {
+      const refs = await loadRecord(recordDir, image.digest);
+      record.prefetch = prefetch(source, refs, (record.stopPrefetch as AbortController).signal, this.opts.log);
+    }
     Object.assign(record, { info, fs, fuse, ...(lowerDir ? { lowerDir } : {}) });
     this.mounts.set(mountpoint, record as Mounted);
     this.opts.log.info('mounted', { ...info });
@@ -184,6 +202,14 @@ export class MountManager {
     const mountpoint = resolve(path);
     const m = this.mounts.get(mountpoint);
     if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
+    m.stopPrefetch.abort();
+    await m.recorder
+      .save()
+      .catch((err: unknown) =>
+        this.opts.log.warn('could not save the read record', {
+          error: err instanceof Error ? err.message : String(err),
+        }),
+      );
     // The overlay goes first: it holds the lazy view as its lower layer.
     if (m.lowerDir) await run('umount', [mountpoint]);
     await m.fuse.unmount();
@@ -210,6 +236,7 @@ export class MountManager {
       imageBytes: m.fs.imageBytes,
       bytesServed: m.bytesServed,
       readErrors: m.readErrors,
+      ...(m.prefetch ? { prefetch: { ...m.prefetch } } : {}),
       // Shared by every mount of the daemon: the content path is one fetcher and one cache.
       bytesFetched: c.bytesFetched,
       cache: c.tiers,

@@ -107,6 +107,7 @@ export function registerMount(program: Command): void {
       .option('--lookup <mode>', 'flat (merged index) or stacked (walk layers top-down, as overlayfs)', 'flat')
       .option('--writable', 'kernel overlayfs on top of the lazy view, with --upper holding the changes')
       .option('--upper <dir>', 'with --writable: directory (may be on tmpfs) for upper/ and work/')
+      .option('--prefetch', 'fetch in the background what earlier mounts of this image read (behind demand reads)')
       .option('--foreground', 'serve in this process until SIGINT/SIGTERM instead of in the background daemon')
       .option('--json', 'machine-readable output'),
   ).action(
@@ -119,6 +120,7 @@ export function registerMount(program: Command): void {
         writable?: boolean;
         upper?: string;
         foreground?: boolean;
+        prefetch?: boolean;
         json?: boolean;
       },
     ) => {
@@ -138,6 +140,7 @@ export function registerMount(program: Command): void {
         mountpoint: resolve(mountpoint),
         lookup: o.lookup,
         ...(o.upper ? { upper: resolve(o.upper) } : {}),
+        ...(o.prefetch ? { prefetch: true } : {}),
       };
       const socket = controlSocketPath(resolve(o.stateDir));
       if (o.foreground) {
