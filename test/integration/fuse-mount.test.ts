@@ -67,7 +67,10 @@ describe('FUSE adapter over ImageFs', () => {
         { ...base, path: 'dev', type: 'dir', mode: 0o755 },
         { ...base, path: 'dev/null', type: 'char', devMajor: 1, devMinor: 3, mode: 0o666 },
       ],
-      [{ ...base, path: 'etc/motd', type: 'whiteout' }, fileEntry('etc/passwd', Buffer.from('root:x:0:0\napp:x:1:1\n'), c)],
+      [
+        { ...base, path: 'etc/motd', type: 'whiteout' },
+        fileEntry('etc/passwd', Buffer.from('root:x:0:0\napp:x:1:1\n'), c),
+      ],
     ]);
     try {
       const ls = await run('ls', ['-A', join(m.mnt, 'etc')]);
@@ -76,10 +79,14 @@ describe('FUSE adapter over ImageFs', () => {
       const sum = (await run('sha256sum', [join(m.mnt, 'bin/tool')])).stdout.split(' ')[0];
       expect(sum).toBe(createHash('sha256').update(big).digest('hex'));
       expect((await run('readlink', [join(m.mnt, 'bin/sh')])).stdout.trim()).toBe('/bin/tool');
-      const st = (await run('stat', ['-c', '%a %u %g %s %t:%T %F', join(m.mnt, 'bin/tool'), join(m.mnt, 'dev/null')])).stdout;
+      const st = (await run('stat', ['-c', '%a %u %g %s %t:%T %F', join(m.mnt, 'bin/tool'), join(m.mnt, 'dev/null')]))
+        .stdout;
       expect(st.split('\n')[0]).toBe('4755 0 0 300000 0:0 regular file');
       expect(st.split('\n')[1]).toBe('666 0 0 0 1:3 character special file');
-      const x = await run('python3', ['-c', `import os;print(os.getxattr(${JSON.stringify(join(m.mnt, 'bin/tool'))}, "user.note").decode())`]);
+      const x = await run('python3', [
+        '-c',
+        `import os;print(os.getxattr(${JSON.stringify(join(m.mnt, 'bin/tool'))}, "user.note").decode())`,
+      ]);
       expect(x.stdout.trim()).toBe('yes');
       await expect(run('cat', [join(m.mnt, 'etc/motd')])).rejects.toThrow(/No such file/);
       // Reading through fs/promises from this process is fine (async); a sync call would deadlock.
