@@ -401,7 +401,7 @@ export class DiskCache implements ChunkDigestSource {
     return readChunked(this, ref, offset, length, opts);
   }
 
-  /** See ChunkDigestSource (proposed): the content digest, the indexed chunk digest, or the inner source's. */
+  /** See ChunkSource: the content digest, the indexed chunk digest, or the inner source's. */
   async chunkDigest(ref: BlobRef, index: number, opts: ReadOptions = {}): Promise<Digest> {
     this.checkOpen();
     checkChunkIndex(ref, index, 'disk cache: chunk digest');

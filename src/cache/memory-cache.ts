@@ -9,7 +9,7 @@ import { SingleFlight } from '../fetch/single-flight.js';
 import type { Digest } from '../model/digest.js';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { chunkKey, chunkLength, isWholeContent } from './chunks.js';
-import { hasChunkDigest, type ChunkDigestSource } from './types.js';
+import type { ChunkDigestSource } from './types.js';
 
 export interface MemoryCacheOptions {
   /** Byte budget: the sum of the lengths of the cached chunks never exceeds it. */
@@ -115,14 +115,11 @@ export class MemoryCache implements ChunkDigestSource {
     return readChunked(this, ref, offset, length, opts);
   }
 
-  /** See ChunkDigestSource (proposed): `ref.digest` for whole contents, else asked of the inner source. */
+  /** See ChunkSource: `ref.digest` for whole contents, else asked of the inner source. */
   async chunkDigest(ref: BlobRef, index: number, opts: ReadOptions = {}): Promise<Digest> {
     this.checkOpen();
     checkChunkIndex(ref, index, 'memory cache: chunk digest');
     if (isWholeContent(ref)) return ref.digest;
-    if (!hasChunkDigest(this.inner)) {
-      throw new CairnError(ErrorCode.UNSUPPORTED, `memory cache: the inner source does not give chunk digests`);
-    }
     return this.inner.chunkDigest(ref, index, opts);
   }
 

@@ -6,6 +6,7 @@
 import { CHUNK_BYTES } from '../model/chunks.js';
 import { isDigest } from '../model/digest.js';
 import { CairnError, ErrorCode } from '../model/errors.js';
+import type { Digest } from '../model/digest.js';
 import type { BlobRef, BlobSource, ReadOptions } from './blob-source.js';
 
 /**
@@ -30,6 +31,13 @@ import type { BlobRef, BlobSource, ReadOptions } from './blob-source.js';
  */
 export interface ChunkSource extends BlobSource {
   readChunk(ref: BlobRef, index: number, opts?: ReadOptions): Promise<Buffer>;
+  /**
+   * The sha256 chunk `index` must hash to: `ref.digest` for a content of at
+   * most CHUNK_BYTES (index 0), the registry's per-chunk digest otherwise.
+   * Rejects like `read`. A disk tier keeps it beside the chunk, so a cached
+   * chunk can be verified (and served) with the registry unreachable.
+   */
+  chunkDigest(ref: BlobRef, index: number, opts?: ReadOptions): Promise<Digest>;
 }
 
 /** Number of chunks of a content; a content of at most CHUNK_BYTES, the empty one included, has one. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CHUNK_BYTES } from '../../src/model/chunks.js';
-import { sha256 } from '../../src/model/digest.js';
+import { sha256, type Digest } from '../../src/model/digest.js';
 import { CairnError, ErrorCode } from '../../src/model/errors.js';
 import type { BlobRef, ReadOptions } from '../../src/fetch/blob-source.js';
 import { chunkCount, chunkSpan, checkChunkIndex, readChunked, type ChunkSource } from '../../src/fetch/chunk-source.js';
@@ -16,6 +16,10 @@ class MemoryChunks implements ChunkSource {
   constructor(readonly content: Buffer) {}
   get ref(): BlobRef {
     return { digest: sha256(this.content), size: this.content.length };
+  }
+  chunkDigest(ref: BlobRef, index: number): Promise<Digest> {
+    const { start, end } = chunkSpan(ref.size, index);
+    return Promise.resolve(sha256(this.content.subarray(start, end)));
   }
   readChunk(ref: BlobRef, index: number, opts: ReadOptions = {}): Promise<Buffer> {
     checkChunkIndex(ref, index, 'memory');
