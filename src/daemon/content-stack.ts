@@ -66,6 +66,7 @@ export async function buildContentStack(opts: ContentStackOptions, log: Logger):
       const add = (name: string, t: { hits: number; misses: number; evictions: number; bytes: number }): void => {
         const prev = tiers[name] ?? { hits: 0, misses: 0, evictions: 0, bytes: 0 };
         tiers[name] = {
+          ...prev,
           hits: prev.hits + t.hits,
           misses: prev.misses + t.misses,
           evictions: (prev.evictions ?? 0) + t.evictions,
@@ -74,7 +75,20 @@ export async function buildContentStack(opts: ContentStackOptions, log: Logger):
       };
       for (const s of resolved) {
         add('memory', s.memory.stats());
-        if (s.disk) add('disk', s.disk.stats());
+        if (s.disk) {
+          const d = s.disk.stats();
+          add('disk', d);
+          const r = s.disk.repairReport;
+          const tier = tiers.disk as NonNullable<(typeof tiers)['disk']>;
+          const prev = tier.repair ?? { rowsDropped: 0, filesIndexed: 0, filesDeleted: 0, tempsDeleted: 0 };
+          tier.corrupt = (tier.corrupt ?? 0) + d.corrupt;
+          tier.repair = {
+            rowsDropped: prev.rowsDropped + r.rowsDropped,
+            filesIndexed: prev.filesIndexed + r.filesIndexed,
+            filesDeleted: prev.filesDeleted + r.filesDeleted,
+            tempsDeleted: prev.tempsDeleted + r.tempsDeleted,
+          };
+        }
       }
       return {
         bytesFetched: counters.bytesFetched,

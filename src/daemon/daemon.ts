@@ -33,6 +33,7 @@ function str(req: ControlRequest, key: string): string {
  */
 export async function runDaemon(content: ContentStack, opts: DaemonOptions): Promise<void> {
   const mounts = new MountManager(content, opts);
+  let mountsInFlight = 0;
   let stopping: Promise<void> | undefined;
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
@@ -61,7 +62,16 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
         };
         if (typeof req.upper === 'string') m.upper = req.upper;
         if (req.prefetch === true) m.prefetch = true;
-        return mounts.mount(m);
+        mountsInFlight++;
+        try {
+          return await mounts.mount(m);
+        } finally {
+          mountsInFlight--;
+          // A daemon started for a mount that failed has nothing to serve: it must not linger.
+          if (opts.exitWhenIdle && mounts.size === 0 && mountsInFlight === 0) {
+            setImmediate(() => void stop('no mounts'));
+          }
+        }
       }
       case 'unmount': {
         await mounts.unmount(str(req, 'mountpoint'));

@@ -44,7 +44,19 @@ export interface MountInfo {
 export interface ContentStats {
   bytesFetched: number;
   retries: number;
-  tiers: Record<string, { hits: number; misses: number; evictions?: number; bytes?: number }>;
+  tiers: Record<
+    string,
+    {
+      hits: number;
+      misses: number;
+      evictions?: number;
+      bytes?: number;
+      /** Disk tier: chunk files whose bytes did not match their digest (removed, fetched again). */
+      corrupt?: number;
+      /** Disk tier: what the repair at open found and fixed. */
+      repair?: { rowsDropped: number; filesIndexed: number; filesDeleted: number; tempsDeleted: number };
+    }
+  >;
   fetchErrors: number;
 }
 
@@ -203,13 +215,11 @@ export class MountManager {
     const m = this.mounts.get(mountpoint);
     if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
     m.stopPrefetch.abort();
-    await m.recorder
-      .save()
-      .catch((err: unknown) =>
-        this.opts.log.warn('could not save the read record', {
-          error: err instanceof Error ? err.message : String(err),
-        }),
-      );
+    await m.recorder.save().catch((err: unknown) =>
+      this.opts.log.warn('could not save the read record', {
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
     // The overlay goes first: it holds the lazy view as its lower layer.
     if (m.lowerDir) await run('umount', [mountpoint]);
     await m.fuse.unmount();

@@ -22,6 +22,29 @@ export async function mountedType(path: string): Promise<string | undefined> {
   return type;
 }
 
+/** The lower directories of the overlay mounted at `path` per /proc/mounts (top first), or []. */
+export async function overlayLowerDirs(path: string): Promise<string[]> {
+  const want = resolve(path);
+  const text = await readFile('/proc/mounts', 'utf8');
+  let lowers: string[] = [];
+  for (const line of text.split('\n')) {
+    const [, mnt, fstype, options] = line.split(' ');
+    if (mnt === undefined || unescapeMountPath(mnt) !== want) continue;
+    if (fstype !== 'overlay') {
+      lowers = [];
+      continue;
+    }
+    const opt = (options ?? '').split(',').find((o) => o.startsWith('lowerdir='));
+    // Colons inside a lower directory's name are escaped as \: in the option.
+    lowers = opt
+      ? unescapeMountPath(opt.slice('lowerdir='.length))
+          .split(/(?<!\\):/)
+          .map((d) => d.replace(/\\:/g, ':'))
+      : [];
+  }
+  return lowers;
+}
+
 /**
  * Whether a FUSE mount at `path` has lost its daemon: the kernel answers
  * ENOTCONN. Checked with an async stat, never a sync one (a live mount served

@@ -7,7 +7,7 @@ import { CairnError, ErrorCode, isCairnError } from '../../model/errors.js';
 import { callControl } from '../../daemon/control.js';
 import { controlSocketPath, runDaemon } from '../../daemon/daemon.js';
 import { buildContentStack, type ContentStackOptions } from '../../daemon/content-stack.js';
-import { detach, isStaleFuseMount, mountedType } from '../../daemon/stale.js';
+import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
 import { parseRepoTag } from '../../registry/importer.js';
 import { createLogger, isLogLevel, type LogLevel } from '../../util/log.js';
@@ -193,8 +193,11 @@ export function registerMount(program: Command): void {
       // No daemon serves it: clear what a killed daemon left (an overlay, a FUSE mount without its server).
       const type = await mountedType(mnt);
       if (type === 'overlay' || (await isStaleFuseMount(mnt))) {
+        // A writable mount's lazy view is the overlay's lower directory (in the state dir): clear it too.
+        const lowers = type === 'overlay' ? await overlayLowerDirs(mnt) : [];
         await detach(mnt);
         if (await isStaleFuseMount(mnt)) await detach(mnt);
+        for (const lower of lowers) if (await isStaleFuseMount(lower)) await detach(lower);
         output(o.json, { mountpoint: mnt, unmounted: true, stale: true }, () => `cleared stale mount ${mnt}`);
         return;
       }
