@@ -1,6 +1,6 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CairnError, ErrorCode, isCairnError } from '../model/errors.js';
 
 /**
@@ -15,6 +15,11 @@ export interface ControlRequest {
 export type ControlAnswer = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string } };
 
 export type ControlHandler = (req: ControlRequest) => Promise<unknown>;
+
+/** Where a daemon with state directory `stateDir` listens. */
+export function controlSocketPath(stateDir: string): string {
+  return join(stateDir, 'daemon.sock');
+}
 
 const MAX_REQUEST_BYTES = 1024 * 1024;
 

@@ -1,8 +1,9 @@
 import type { Server } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { CairnError, ErrorCode } from '../model/errors.js';
-import { serveControl, type ControlRequest } from './control.js';
+import { controlSocketPath, serveControl, type ControlRequest } from './control.js';
+
+export { controlSocketPath };
 import { MountManager, type ContentStack, type MountRequest } from './mounts.js';
 import type { Logger } from '../util/log.js';
 import type { LookupMode } from '../union/view.js';
@@ -13,10 +14,6 @@ export interface DaemonOptions {
   log: Logger;
   /** Exit once the last mount is gone (the default for a daemon started by `cairn mount`). */
   exitWhenIdle: boolean;
-}
-
-export function controlSocketPath(stateDir: string): string {
-  return join(stateDir, 'daemon.sock');
 }
 
 function str(req: ControlRequest, key: string): string {

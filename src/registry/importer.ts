@@ -7,7 +7,8 @@ import type { Entry } from '../model/entry.js';
 import { RegistryStore } from './store.js';
 import { checkDigest, LayerStream } from './decompress.js';
 import { parseLayer, type ContentSink } from './layer-parser.js';
-import { checkRepositoryName, checkTag, type NewImage, type NewRecipe } from './metadata.js';
+import type { NewImage, NewRecipe } from './metadata.js';
+import { parseRepoTag } from '../model/reference.js';
 import { openImageSource, splitSourceRef, type ImageSource } from './image-source.js';
 
 export interface ImportProgress {
@@ -32,14 +33,7 @@ export interface ImportResult {
   seconds: number;
 }
 
-/** Parses `REPO:TAG` (the tag after the last ':' that is not part of a registry port). */
-export function parseRepoTag(value: string, what = 'REPO:TAG'): { repository: string; tag: string } {
-  const i = value.lastIndexOf(':');
-  if (i <= 0 || value.slice(i).includes('/')) {
-    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(value)} needs the form repository:tag`);
-  }
-  return { repository: checkRepositoryName(value.slice(0, i), what), tag: checkTag(value.slice(i + 1), what) };
-}
+export { parseRepoTag } from '../model/reference.js';
 
 /** Sends contents to the blob store, skipping those already stored or being written. */
 class StoreSink implements ContentSink {

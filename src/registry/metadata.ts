@@ -146,25 +146,7 @@ export interface StoreTotals {
   skeletonBytes: number;
 }
 
-const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
-const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-
-/** Validates a repository name as the OCI distribution spec defines it. */
-export function checkRepositoryName(name: string, what = 'repository'): string {
-  if (name.length > 255 || !REPO_RE.test(name)) {
-    throw new CairnError(
-      ErrorCode.INVALID_INPUT,
-      `${what}: ${JSON.stringify(name.slice(0, 300))} is not a valid repository name`,
-    );
-  }
-  return name;
-}
-
-export function checkTag(tag: string, what = 'tag'): string {
-  if (!TAG_RE.test(tag))
-    throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: ${JSON.stringify(tag.slice(0, 200))} is not a valid tag`);
-  return tag;
-}
+export { checkRepositoryName, checkTag } from '../model/reference.js';
 
 /**
  * The registry's metadata in SQLite (WAL). Writers commit an import in one

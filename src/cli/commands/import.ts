@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { importImage } from '../../registry/importer.js';
-import { RegistryStore } from '../../registry/store.js';
 import { formatBytes, Progress, rate } from '../progress.js';
 import { output } from '../output.js';
 
@@ -15,6 +13,9 @@ export function registerImport(program: Command): void {
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExample:\n  cairn import ./layout:app:1 app:1 --root /var/lib/cairn')
     .action(async (source: string, target: string, opts: { root: string; platform: string; json?: boolean }) => {
+      // Heavy modules (SQLite, zlib, fzstd) load with the command that needs them, not at CLI start-up.
+      const { RegistryStore } = await import('../../registry/store.js');
+      const { importImage } = await import('../../registry/importer.js');
       const store = await RegistryStore.open(opts.root);
       const progress = Progress.for(opts);
       try {

@@ -4,12 +4,11 @@ import { mkdir, open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CairnError, ErrorCode, isCairnError } from '../../model/errors.js';
-import { callControl } from '../../daemon/control.js';
-import { controlSocketPath, runDaemon } from '../../daemon/daemon.js';
-import { buildContentStack, type ContentStackOptions } from '../../daemon/content-stack.js';
+import { callControl, controlSocketPath } from '../../daemon/control.js';
+import type { ContentStackOptions } from '../../daemon/content-stack.js';
 import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
-import { parseRepoTag } from '../../registry/importer.js';
+import { parseRepoTag } from '../../model/reference.js';
 import { createLogger, isLogLevel, type LogLevel } from '../../util/log.js';
 import { bytesOption, intOption, output } from '../output.js';
 import { formatBytes } from '../progress.js';
@@ -57,6 +56,9 @@ function addDaemonOptions(cmd: Command): Command {
 async function runDaemonHere(o: DaemonCliOptions, exitWhenIdle: boolean): Promise<void> {
   const opts = contentOptions(o);
   const log = createLogger({ level: logLevelOf(o.logLevel), component: 'daemon' });
+  // Loaded here, not at start-up: a CLI call that only talks to a running daemon stays light.
+  const { buildContentStack } = await import('../../daemon/content-stack.js');
+  const { runDaemon } = await import('../../daemon/daemon.js');
   const content = await buildContentStack(opts, log);
   await runDaemon(content, { stateDir: resolve(o.stateDir), readDeadlineMs: opts.readDeadlineMs, log, exitWhenIdle });
 }

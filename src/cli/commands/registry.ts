@@ -1,9 +1,16 @@
 import type { Command } from 'commander';
-import { RegistryStore } from '../../registry/store.js';
-import { registryStats } from '../../registry/stats.js';
-import { collectGarbage } from '../../registry/gc.js';
+
+/** The registry's modules, loaded when a registry command runs (not at CLI start-up). */
+async function registryModules() {
+  const [{ RegistryStore }, { registryStats }, { collectGarbage }, { RegistryHttpServer }] = await Promise.all([
+    import('../../registry/store.js'),
+    import('../../registry/stats.js'),
+    import('../../registry/gc.js'),
+    import('../../registry/http/server.js'),
+  ]);
+  return { RegistryStore, registryStats, collectGarbage, RegistryHttpServer };
+}
 import { resolveServeConfig } from '../../registry/config.js';
-import { RegistryHttpServer } from '../../registry/http/server.js';
 import { createLogger } from '../../util/log.js';
 import { formatBytes } from '../progress.js';
 import { intOption, output } from '../output.js';
@@ -19,10 +26,11 @@ export function registerRegistry(program: Command): void {
     .option('--config <file>', 'JSON config file with root, listen, logLevel')
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
     .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string }) => {
+      const m = await registryModules();
       const cfg = resolveServeConfig(opts);
       const log = createLogger({ level: cfg.logLevel, component: 'registry' });
-      const store = await RegistryStore.open(cfg.root);
-      const server = new RegistryHttpServer(store, log);
+      const store = await m.RegistryStore.open(cfg.root);
+      const server = new m.RegistryHttpServer(store, log);
       const addr = await server.listen(cfg.host, cfg.port);
       log.info('listening', {
         url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
@@ -47,9 +55,10 @@ export function registerRegistry(program: Command): void {
     .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
     .option('--json', 'machine-readable output')
     .action(async (opts: { root: string; json?: boolean }) => {
-      const store = await RegistryStore.open(opts.root);
+      const m = await registryModules();
+      const store = await m.RegistryStore.open(opts.root);
       try {
-        const s = await registryStats(store);
+        const s = await m.registryStats(store);
         output(opts.json, s, () =>
           [
             `images        ${s.images} in ${s.repositories} repositories (${s.tags} tags)`,
@@ -71,7 +80,8 @@ export function registerRegistry(program: Command): void {
     .requiredOption('--root <dir>', 'registry store directory', process.env.CAIRN_ROOT)
     .option('--json', 'machine-readable output')
     .action(async (opts: { root: string; json?: boolean }) => {
-      const store = await RegistryStore.open(opts.root);
+      const m = await registryModules();
+      const store = await m.RegistryStore.open(opts.root);
       try {
         const images = store.meta.allImages();
         output(opts.json, images, () => images.map((i) => `${i.repository}\t${i.tags || '-'}\t${i.digest}`).join('\n'));
@@ -88,10 +98,11 @@ export function registerRegistry(program: Command): void {
     .option('--dry-run', 'only report what would be removed')
     .option('--json', 'machine-readable output')
     .action(async (opts: { root: string; graceSeconds: string; dryRun?: boolean; json?: boolean }) => {
+      const m = await registryModules();
       const graceMs = intOption(opts.graceSeconds, '--grace-seconds') * 1000;
-      const store = await RegistryStore.open(opts.root);
+      const store = await m.RegistryStore.open(opts.root);
       try {
-        const r = await collectGarbage(store, { graceMs, dryRun: opts.dryRun ?? false });
+        const r = await m.collectGarbage(store, { graceMs, dryRun: opts.dryRun ?? false });
         output(
           opts.json,
           r,

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { buildSampleImage } from '../../image/sample.js';
 import { output } from '../output.js';
 
 export function registerSample(program: Command): void {
@@ -9,6 +8,7 @@ export function registerSample(program: Command): void {
     .argument('<dir>', 'directory to write the OCI layout to')
     .option('--json', 'machine-readable output')
     .action(async (dir: string, opts: { json?: boolean }) => {
+      const { buildSampleImage } = await import('../../image/sample.js');
       const r = await buildSampleImage(dir);
       output(opts.json, r, () => `wrote sample image to ${dir} (ref sample/busybox:latest)`);
     });
