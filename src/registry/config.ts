@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { isLogLevel, type LogLevel } from '../util/log.js';
 
@@ -7,9 +8,27 @@ export interface ServeConfig {
   host: string;
   port: number;
   logLevel: LogLevel;
+  /** Server processes sharing the listening socket (node:cluster); 1 serves from this process. */
+  workers: number;
+}
+
+/** Upper bound of --workers: more processes than this only add memory. */
+const MAX_WORKERS = 64;
+
+/** Parses `--workers`: a positive integer, or `auto` (one per available CPU). */
+export function parseWorkers(value: string, what = '--workers'): number {
+  if (value === 'auto') return Math.min(MAX_WORKERS, availableParallelism());
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1 || n > MAX_WORKERS)
+    throw new CairnError(
+      ErrorCode.INVALID_OPTION,
+      `${what}: ${JSON.stringify(value)} is not auto or an integer from 1 to ${MAX_WORKERS}`,
+    );
+  return n;
 }
 
 const DEFAULT_LISTEN = '127.0.0.1:5000';
+const CONFIG_KEYS = ['root', 'listen', 'logLevel', 'workers'];
 
 export function parseListen(value: string, what = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
@@ -21,10 +40,10 @@ export function parseListen(value: string, what = '--listen'): { host: string; p
 
 /**
  * Resolves the serve configuration: command-line options over environment
- * (CAIRN_ROOT, CAIRN_LISTEN, CAIRN_LOG_LEVEL) over a JSON config file over defaults.
+ * (CAIRN_ROOT, CAIRN_LISTEN, CAIRN_LOG_LEVEL, CAIRN_WORKERS) over a JSON config file over defaults.
  */
 export function resolveServeConfig(
-  cli: { root?: string; listen?: string; logLevel?: string; config?: string },
+  cli: { root?: string; listen?: string; logLevel?: string; workers?: string; config?: string },
   env: NodeJS.ProcessEnv = process.env,
 ): ServeConfig {
   let file: Record<string, unknown> = {};
@@ -35,10 +54,10 @@ export function resolveServeConfig(
       throw new CairnError(ErrorCode.INVALID_OPTION, `--config ${cli.config}: ${(err as Error).message}`);
     }
     for (const key of Object.keys(file)) {
-      if (!['root', 'listen', 'logLevel'].includes(key)) {
+      if (!CONFIG_KEYS.includes(key)) {
         throw new CairnError(
           ErrorCode.INVALID_OPTION,
-          `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel)`,
+          `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: ${CONFIG_KEYS.join(', ')})`,
         );
       }
     }
@@ -58,5 +77,14 @@ export function resolveServeConfig(
       ErrorCode.INVALID_OPTION,
       `--log-level: ${JSON.stringify(logLevel)} is not debug|info|warn|error|silent`,
     );
-  return { root, ...listen, logLevel };
+  const fileWorkers = typeof file.workers === 'number' ? String(file.workers) : file.workers;
+  const workers = parseWorkers(
+    pick(cli.workers, env.CAIRN_WORKERS, fileWorkers) ?? '1',
+    cli.workers !== undefined
+      ? '--workers'
+      : env.CAIRN_WORKERS !== undefined
+        ? 'CAIRN_WORKERS'
+        : `--config ${cli.config ?? ''}: workers`,
+  );
+  return { root, ...listen, logLevel, workers };
 }

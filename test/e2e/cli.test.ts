@@ -12,7 +12,7 @@ import { DEFAULT_BUSYBOX, SAMPLE_REF } from '../../src/image/sample.js';
 import { sha256, type Digest } from '../../src/model/digest.js';
 import { dir, file, layer, symlink, type FixtureEntry } from '../fixtures/layers.js';
 import { testTempDir } from '../fixtures/tmp.js';
-import { fetchRaw, pseudoRandom } from '../fixtures/registry.js';
+import { fetchRaw, parsePrometheusText, pseudoRandom } from '../fixtures/registry.js';
 import {
   CAIRN_BIN,
   REPO_DIR,
@@ -92,6 +92,23 @@ async function serve(args: string[], opts: CliOptions = {}): Promise<{ c: CliChi
   });
   const line = await waitForListening(c);
   return { c, url: line.url, root: line.root };
+}
+
+/** The pids of `pid`'s children (from /proc). */
+function childPids(pid: number): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
+  return r.stdout
+    .split('\n')
+    .map((l) => Number(l.trim()))
+    .filter((n) => n > 0);
+}
+
+async function waitUntil(cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Sends SIGTERM and expects a clean exit. */
@@ -449,6 +466,41 @@ describe('cairn CLI: registry serve', () => {
     expect(lines.map((l) => l.msg)).toEqual(['listening', 'stopping']);
     expect(lines[1]).toMatchObject({ level: 'info', signal: 'SIGTERM' });
     await expect(fetchRaw(url, '/healthz')).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  it('--workers 2: two processes share the socket, /metrics sums both, a killed worker is replaced, SIGTERM stops all', async () => {
+    const root = join(await testTempDir(), 'root');
+    const { path } = await layoutOf(smallImage);
+    await cairnJson(['import', path, 'lib/small:1', '--root', root]);
+    const { c, url } = await serve(['--root', root, '--listen', '127.0.0.1:0', '--workers', '2']);
+    const workers = (): number[] => childPids(c.child.pid ?? -1);
+    expect(workers()).toHaveLength(2);
+    const digest = sha256(Buffer.from('small\n'));
+    // One connection each: the primary deals connections round-robin, so each worker
+    // serves about half, and a /metrics that were not the sum would show about 20.
+    const bodies = await Promise.all(Array.from({ length: 40 }, () => fetchRaw(url, `/api/v1/files/${digest}`)));
+    expect(bodies.every((b) => b.status === 200 && b.text() === 'small\n')).toBe(true);
+    const metrics = parsePrometheusText((await fetchRaw(url, '/metrics')).text());
+    const files = metrics.samples.find(
+      (x) => x.name === 'cairn_registry_http_requests_total' && x.labels.route === 'file',
+    );
+    expect(files?.value).toBe(40);
+
+    // A worker killed outright is replaced; the server keeps answering.
+    const [victim] = workers();
+    process.kill(victim as number, 'SIGKILL');
+    await waitUntil(() => workers().length === 2 && !workers().includes(victim as number), 10_000);
+    expect((await fetchRaw(url, '/healthz')).status).toBe(200);
+    expect(logLines(c.stderr()).some((l) => l.msg === 'worker died; starting another')).toBe(true);
+
+    const survivors = workers();
+    await stop(c);
+    for (const pid of survivors) expect(() => process.kill(pid, 0)).toThrow();
+    await expect(fetchRaw(url, '/healthz')).rejects.toThrow(/ECONNREFUSED/);
+
+    const bad = await cairn(['registry', 'serve', '--root', root, '--workers', 'many']);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/^cairn: --workers: "many" is not auto or an integer/);
   });
 
   it('takes root and listen from a config file, the environment over it, and options over both', async () => {

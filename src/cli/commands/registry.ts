@@ -2,13 +2,15 @@ import type { Command } from 'commander';
 
 /** The registry's modules, loaded when a registry command runs (not at CLI start-up). */
 async function registryModules() {
-  const [{ RegistryStore }, { registryStats }, { collectGarbage }, { RegistryHttpServer }] = await Promise.all([
-    import('../../registry/store.js'),
-    import('../../registry/stats.js'),
-    import('../../registry/gc.js'),
-    import('../../registry/http/server.js'),
-  ]);
-  return { RegistryStore, registryStats, collectGarbage, RegistryHttpServer };
+  const [{ RegistryStore }, { registryStats }, { collectGarbage }, { RegistryHttpServer }, { RegistryMetrics }] =
+    await Promise.all([
+      import('../../registry/store.js'),
+      import('../../registry/stats.js'),
+      import('../../registry/gc.js'),
+      import('../../registry/http/server.js'),
+      import('../../registry/http/metrics.js'),
+    ]);
+  return { RegistryStore, registryStats, collectGarbage, RegistryHttpServer, RegistryMetrics };
 }
 import { resolveServeConfig } from '../../registry/config.js';
 import { createLogger } from '../../util/log.js';
@@ -25,27 +27,46 @@ export function registerRegistry(program: Command): void {
     .option('--listen <host:port>', 'address to listen on (env CAIRN_LISTEN)', undefined)
     .option('--config <file>', 'JSON config file with root, listen, logLevel')
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
-    .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string }) => {
-      const m = await registryModules();
+    .option('--workers <n>', 'server processes sharing the socket: a number or auto, one per CPU (env CAIRN_WORKERS)')
+    .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string; workers?: string }) => {
       const cfg = resolveServeConfig(opts);
-      const log = createLogger({ level: cfg.logLevel, component: 'registry' });
-      const store = await m.RegistryStore.open(cfg.root);
-      const server = new m.RegistryHttpServer(store, log);
-      const addr = await server.listen(cfg.host, cfg.port);
-      log.info('listening', {
-        url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
-        root: cfg.root,
+      const cluster = cfg.workers > 1 ? await import('../../registry/http/cluster.js') : undefined;
+      const worker = cluster?.isClusterWorker() ?? false;
+      const log = createLogger({
+        level: cfg.logLevel,
+        component: worker ? `registry-worker-${process.pid}` : 'registry',
       });
+      const announce = (addr: { host: string; port: number }): void =>
+        log.info('listening', {
+          url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
+          root: cfg.root,
+          workers: cfg.workers,
+        });
+      if (cluster && !worker) {
+        await cluster.runClusterPrimary({ workers: cfg.workers, log, onListening: announce });
+        return;
+      }
+      const m = await registryModules();
+      const store = await m.RegistryStore.open(cfg.root);
+      const metrics = new m.RegistryMetrics();
+      const server = new m.RegistryHttpServer(store, log, {
+        metrics,
+        metricsText: cluster?.workerMetrics(metrics.registry),
+      });
+      const addr = await server.listen(cfg.host, cfg.port);
+      if (!worker) announce(addr);
       await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          log.info('stopping', { signal });
+        const stop = (why: Record<string, string>): void => {
+          log.info('stopping', why);
           void server.close().then(() => {
             store.close();
             resolve();
           });
         };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
+        process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
+        // A worker is told to stop by the primary disconnecting it.
+        if (worker) process.once('disconnect', () => stop({ reason: 'disconnected by the primary' }));
       });
     });
 

@@ -1,5 +1,7 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+type Child<T> = T extends { labels(...args: never[]): infer C } ? C : never;
+
 /** The registry server's Prometheus metrics, on a registry of their own. */
 export class RegistryMetrics {
   readonly registry = new Registry();
@@ -21,6 +23,31 @@ export class RegistryMetrics {
     help: 'File content bytes sent',
     registers: [this.registry],
   });
+
+  /**
+   * Label children by route/method/status, kept so a request does not pay for
+   * prom-client resolving its labels again (it hashes them on every call).
+   */
+  private readonly requestChildren = new Map<string, Child<typeof this.requests>>();
+  private readonly durationChildren = new Map<string, Child<typeof this.duration>>();
+
+  /** Counts one finished (or aborted) request. */
+  record(route: string, method: string, status: number, seconds: number): void {
+    const key = `${route} ${method} ${status}`;
+    let counter = this.requestChildren.get(key);
+    if (!counter) {
+      counter = this.requests.labels({ route, method, status: String(status) });
+      // Methods come from clients: bound the map so junk methods cannot grow it.
+      if (this.requestChildren.size < 1024) this.requestChildren.set(key, counter);
+    }
+    counter.inc();
+    let hist = this.durationChildren.get(route);
+    if (!hist) {
+      hist = this.duration.labels({ route });
+      this.durationChildren.set(route, hist);
+    }
+    hist.observe(seconds);
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'cairn_registry_' });

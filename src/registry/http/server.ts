@@ -67,6 +67,16 @@ function decodeParam(raw: string, what: string): string {
   }
 }
 
+export interface RegistryHttpServerOptions {
+  /** The metrics this server records into (a fresh set by default). */
+  metrics?: RegistryMetrics;
+  /**
+   * Where /metrics gets its text; by default this server's own registry. A
+   * cluster worker answers with the primary's sum over every worker.
+   */
+  metricsText?: () => Promise<{ text: string; contentType: string }>;
+}
+
 /**
  * The registry's HTTP server: the native JSON API, file contents by digest,
  * health and metrics. Every URL parameter is validated before it is used; file
@@ -74,7 +84,7 @@ function decodeParam(raw: string, what: string): string {
  */
 export class RegistryHttpServer {
   readonly server: Server;
-  readonly metrics = new RegistryMetrics();
+  readonly metrics: RegistryMetrics;
   private readonly routes: Route[];
   private closed = false;
   /**
@@ -90,7 +100,9 @@ export class RegistryHttpServer {
   constructor(
     private readonly store: RegistryStore,
     private readonly log: Logger,
+    private readonly opts: RegistryHttpServerOptions = {},
   ) {
+    this.metrics = opts.metrics ?? new RegistryMetrics();
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
       {
@@ -168,8 +180,7 @@ export class RegistryHttpServer {
     // 'close' fires for finished and for aborted responses alike, so aborts are counted too.
     res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
-      this.metrics.requests.inc({ route: name, method: req.method ?? '', status: String(res.statusCode) });
-      this.metrics.duration.observe({ route: name }, seconds);
+      this.metrics.record(name, req.method ?? '', res.statusCode, seconds);
       if (this.log.enabled('debug')) {
         this.log.debug('request', {
           method: req.method,
@@ -207,8 +218,10 @@ export class RegistryHttpServer {
   }
 
   private async sendMetrics(res: ServerResponse): Promise<void> {
-    const text = await this.metrics.registry.metrics();
-    res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+    const { text, contentType } = this.opts.metricsText
+      ? await this.opts.metricsText()
+      : { text: await this.metrics.registry.metrics(), contentType: this.metrics.registry.contentType };
+    res.writeHead(200, { 'content-type': contentType });
     res.end(text);
   }
 
