@@ -42,7 +42,7 @@ import type { Digest } from '../model/digest.js';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { chunkKey, chunkLength, isWholeContent, parseChunkKey } from './chunks.js';
-import type { ChunkDigestSource } from './types.js';
+import { readServed, type ChunkDigestSource, type ServedChunk } from './types.js';
 
 export interface DiskCacheOptions {
   /** The cache directory (created if missing). */
@@ -255,7 +255,7 @@ export class DiskCache implements ChunkDigestSource {
     recount: Database.Statement<[]>;
   };
 
-  private readonly flights = new SingleFlight<Buffer>();
+  private readonly flights = new SingleFlight<ServedChunk>();
   /** Chunks fetched and being written: served from memory until they are on disk. */
   private readonly writing = new Map<string, Buffer>();
   private readonly pendingWrites = new Set<Promise<void>>();
@@ -382,18 +382,22 @@ export class DiskCache implements ChunkDigestSource {
     const beingWritten = this.writing.get(key);
     if (beingWritten !== undefined && beingWritten.length === length) {
       this.counters.hits++;
+      opts.onServed?.('disk');
       return beingWritten;
     }
     const fromDisk = await this.readFromDisk(ref, key, length);
     if (opts.signal?.aborted) throw abortedError(what, opts.signal);
     if (fromDisk !== undefined) {
       this.counters.hits++;
+      opts.onServed?.('disk');
       return fromDisk;
     }
     this.counters.misses++;
     // No deadline of our own: the inner source enforces its deadlines.
     const task = this.flights.task(key, (signal) => this.fetch(ref, index, key, length, signal), {});
-    return task.join(opts.signal, what);
+    const served = await task.join(opts.signal, what);
+    if (served.tier) opts.onServed?.(served.tier);
+    return served.chunk;
   }
 
   async read(ref: BlobRef, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {
@@ -542,12 +546,19 @@ export class DiskCache implements ChunkDigestSource {
   }
 
   /** A miss: read from the inner source, check it, hand it out, write it in the background. */
-  private async fetch(ref: BlobRef, index: number, key: string, length: number, signal: AbortSignal): Promise<Buffer> {
+  private async fetch(
+    ref: BlobRef,
+    index: number,
+    key: string,
+    length: number,
+    signal: AbortSignal,
+  ): Promise<ServedChunk> {
     this.counters.fetches++;
-    const chunk = await this.inner.readChunk(ref, index, { signal });
+    const served = await readServed(this.inner, ref, index, signal);
+    const chunk = served.chunk;
     if (chunk.length !== length) {
       // Not this content's chunk (a ref whose size is wrong): serve what the source said, store nothing.
-      return chunk;
+      return served;
     }
     let expected: Digest;
     try {
@@ -556,7 +567,7 @@ export class DiskCache implements ChunkDigestSource {
       if (signal.aborted) throw err;
       this.counters.writeErrors++;
       this.log.warn('disk cache: no chunk digest, chunk not stored', { key, error: (err as Error).message });
-      return chunk;
+      return served;
     }
     const actual = sha256Of(chunk);
     if (actual !== expected) {
@@ -566,7 +577,7 @@ export class DiskCache implements ChunkDigestSource {
       );
     }
     if (!this.closed && !this.closing) this.startWrite(key, chunk, expected);
-    return chunk;
+    return served;
   }
 
   private startWrite(key: string, chunk: Buffer, chunkDigest: Digest): void {

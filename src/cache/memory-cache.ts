@@ -9,7 +9,7 @@ import { SingleFlight } from '../fetch/single-flight.js';
 import type { Digest } from '../model/digest.js';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { chunkKey, chunkLength, isWholeContent } from './chunks.js';
-import type { ChunkDigestSource } from './types.js';
+import { readServed, type ChunkDigestSource, type ServedChunk } from './types.js';
 
 export interface MemoryCacheOptions {
   /** Byte budget: the sum of the lengths of the cached chunks never exceeds it. */
@@ -49,7 +49,7 @@ export interface MemoryCacheStats {
  */
 export class MemoryCache implements ChunkDigestSource {
   private readonly lru: LRUCache<string, Buffer>;
-  private readonly flights = new SingleFlight<Buffer>();
+  private readonly flights = new SingleFlight<ServedChunk>();
   private readonly maxBytes: number;
   private readonly closeInner: boolean;
   private closed = false;
@@ -93,6 +93,7 @@ export class MemoryCache implements ChunkDigestSource {
     // A length that disagrees with ref.size is not this caller's chunk: let the inner source decide.
     if (cached !== undefined && cached.length === length) {
       this.counters.hits++;
+      opts.onServed?.('memory');
       return cached;
     }
     this.counters.misses++;
@@ -101,13 +102,15 @@ export class MemoryCache implements ChunkDigestSource {
       key,
       async (signal) => {
         this.counters.fetches++;
-        const chunk = await this.inner.readChunk(ref, index, { signal });
-        if (chunk.length === length && !this.closed) this.lru.set(key, chunk);
-        return chunk;
+        const served = await readServed(this.inner, ref, index, signal);
+        if (served.chunk.length === length && !this.closed) this.lru.set(key, served.chunk);
+        return served;
       },
       {},
     );
-    return task.join(opts.signal, what);
+    const served = await task.join(opts.signal, what);
+    if (served.tier) opts.onServed?.(served.tier);
+    return served.chunk;
   }
 
   async read(ref: BlobRef, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {

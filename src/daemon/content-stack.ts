@@ -33,12 +33,14 @@ export async function buildContentStack(opts: ContentStackOptions, log: Logger):
     throw new CairnError(ErrorCode.INVALID_OPTION, '--disk-cache: a positive budget is needed with --cache-dir');
   }
   const stacks = new Map<string, Promise<Stack>>();
-  const counters = { bytesFetched: 0, fetchErrors: 0, retries: 0, verifyFailures: 0 };
+  const counters = { bytesFetched: 0, fetchErrors: 0, retries: 0, verifyFailures: 0, deadlinesMissed: 0 };
   const onEvent = (e: FetchEvent): void => {
     if (e.kind === 'fetch') counters.bytesFetched += e.bytes;
     else if (e.kind === 'retry') counters.retries++;
-    else if (e.kind === 'error') counters.fetchErrors++;
-    else if (e.kind === 'verify-failed') counters.verifyFailures++;
+    else if (e.kind === 'error') {
+      counters.fetchErrors++;
+      if (e.code === ErrorCode.TIMEOUT) counters.deadlinesMissed++;
+    } else if (e.kind === 'verify-failed') counters.verifyFailures++;
   };
   const open = async (url: string): Promise<Stack> => {
     const fetcher = new HttpBlobSource({ url, deadlineMs: opts.readDeadlineMs, onEvent });
@@ -94,6 +96,8 @@ export async function buildContentStack(opts: ContentStackOptions, log: Logger):
         bytesFetched: counters.bytesFetched,
         fetchErrors: counters.fetchErrors,
         retries: counters.retries,
+        verifyFailures: counters.verifyFailures,
+        deadlinesMissed: counters.deadlinesMissed,
         tiers,
       };
     },

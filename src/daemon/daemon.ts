@@ -7,6 +7,10 @@ export { controlSocketPath };
 import { MountManager, type ContentStack, type MountRequest } from './mounts.js';
 import type { Logger } from '../util/log.js';
 import type { LookupMode } from '../union/view.js';
+import { collectDefaultMetrics } from 'prom-client';
+import { FsMetrics } from '../metrics/fs-metrics.js';
+import { serveMetrics, type MetricsServer } from '../metrics/http-server.js';
+import { registerContentMetrics } from './content-metrics.js';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -14,6 +18,8 @@ export interface DaemonOptions {
   log: Logger;
   /** Exit once the last mount is gone (the default for a daemon started by `cairn mount`). */
   exitWhenIdle: boolean;
+  /** Serve Prometheus text on http://HOST:PORT/metrics (port 0: any free port, logged and shown by stats). */
+  metrics?: { host: string; port: number };
 }
 
 function str(req: ControlRequest, key: string): string {
@@ -29,7 +35,25 @@ function str(req: ControlRequest, key: string): string {
  * shutdown request, or idle after its last unmount).
  */
 export async function runDaemon(content: ContentStack, opts: DaemonOptions): Promise<void> {
-  const mounts = new MountManager(content, opts);
+  const fsMetrics = new FsMetrics();
+  collectDefaultMetrics({ register: fsMetrics.registry, prefix: 'cairn_daemon_' });
+  const mounts = new MountManager(content, { ...opts, metrics: fsMetrics });
+  registerContentMetrics(
+    fsMetrics.registry,
+    () => content.stats(),
+    () => mounts.size,
+  );
+  // Before the control socket: a daemon that answers a ping serves its metrics already.
+  let metricsServer: MetricsServer | undefined;
+  if (opts.metrics) {
+    try {
+      metricsServer = await serveMetrics(fsMetrics, opts.metrics.host, opts.metrics.port);
+    } catch (err) {
+      await content.close();
+      throw err;
+    }
+  }
+  const metricsUrl = metricsServer ? { metricsUrl: metricsServer.url } : {};
   let mountsInFlight = 0;
   let stopping: Promise<void> | undefined;
   let done!: () => void;
@@ -39,6 +63,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
       opts.log.info('stopping', { why });
       await mounts.closeAll();
       await content.close();
+      await metricsServer?.close();
       await new Promise<void>((r) => server.close(() => r()));
       await rm(controlSocketPath(opts.stateDir), { force: true });
       done();
@@ -48,7 +73,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
   const handler = async (req: ControlRequest): Promise<unknown> => {
     switch (req.op) {
       case 'ping':
-        return { pid: process.pid, mounts: mounts.size };
+        return { pid: process.pid, mounts: mounts.size, ...metricsUrl };
       case 'mount': {
         const m: MountRequest = {
           registry: str(req, 'registry'),
@@ -76,7 +101,9 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
         return null;
       }
       case 'stats':
-        return mounts.stats(str(req, 'mountpoint'));
+        return { ...mounts.stats(str(req, 'mountpoint')), ...metricsUrl };
+      case 'cost-model':
+        return mounts.costModel(str(req, 'mountpoint'));
       case 'list':
         return mounts.list();
       case 'shutdown':
@@ -91,6 +118,6 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
   const onSignal = (sig: string) => () => void stop(sig);
   process.once('SIGINT', onSignal('SIGINT'));
   process.once('SIGTERM', onSignal('SIGTERM'));
-  opts.log.info('daemon ready', { pid: process.pid, socket: controlSocketPath(opts.stateDir) });
+  opts.log.info('daemon ready', { pid: process.pid, socket: controlSocketPath(opts.stateDir), ...metricsUrl });
   await finished;
 }

@@ -1,14 +1,35 @@
-import { CairnError, ErrorCode } from '../model/errors.js';
-import type { BlobRef, BlobSource } from '../fetch/blob-source.js';
+import { CairnError, ErrorCode, isCairnError } from '../model/errors.js';
+import { deeperTier, type BlobRef, type BlobSource, type ContentTier } from '../fetch/blob-source.js';
+import type { FsOperation } from '../metrics/fs-metrics.js';
 import type { FsAttr, FsStatfs, ReadOnlyFs } from '../fuse/filesystem.js';
 import { statMode, type NodeAttr, type Resolved, type UnionView } from '../union/view.js';
 
 /** What an ImageFs reports about each operation, for the daemon's measurements. */
 export interface FsObserver {
-  /** A path was resolved (or not) at `depth` (1 = top layer), taking `seconds`. */
-  lookup?(op: string, depth: number | undefined, seconds: number): void;
-  /** A read of content `ref` returned `bytes` in `seconds`, or failed with `error`. */
-  read?(ref: BlobRef, bytes: number, seconds: number, error?: unknown): void;
+  /**
+   * A path operation ended after `seconds` (name resolution included). `depth`
+   * is the layer the path resolved in (1 = top layer), undefined when the name
+   * does not exist (then `error` is the NOT_FOUND); `error` when it failed.
+   */
+  lookup?(op: PathOperation, depth: number | undefined, seconds: number, error?: unknown): void;
+  /** A read ended: see ReadReport. */
+  read?(report: ReadReport): void;
+}
+
+/** The operations that resolve a path (every one but read and release). */
+export type PathOperation = Exclude<FsOperation, 'read'>;
+
+export interface ReadReport {
+  ref: BlobRef;
+  /** The depth of the layer the file was opened from (1 = top layer). */
+  depth: number;
+  bytes: number;
+  seconds: number;
+  /** The furthest tier that answered a chunk of the read; undefined when no chunk was needed or no tier said. */
+  source?: ContentTier;
+  error?: unknown;
+  /** The read failed because its deadline passed (`readDeadlineMs`). */
+  deadlineMissed: boolean;
 }
 
 export interface ImageFsOptions {
@@ -42,7 +63,7 @@ function toFsAttr(a: NodeAttr): FsAttr {
  * FUSE adapter only translates.
  */
 export class ImageFs implements ReadOnlyFs {
-  private readonly handles = new Map<number, NodeAttr>();
+  private readonly handles = new Map<number, { attr: NodeAttr; depth: number }>();
   private nextHandle = 1;
 
   constructor(
@@ -55,78 +76,106 @@ export class ImageFs implements ReadOnlyFs {
     }
   }
 
-  /** Resolves a FUSE path ("/", "/etc/passwd"), reporting the depth it resolved at. */
-  private resolve(op: string, path: string): Resolved {
-    const started = performance.now();
+  /**
+   * Runs a path operation: resolves `path`, then `fn` on what it resolved to,
+   * reporting the depth and the time of the whole operation to the observer.
+   */
+  private pathOp<T>(op: PathOperation, path: string, fn: (r: Resolved) => T): T {
+    const report = this.opts.observer?.lookup;
+    const started = report ? performance.now() : 0;
     const r = this.view.resolvePath(path);
-    this.opts.observer?.lookup?.(op, r?.depth, (performance.now() - started) / 1000);
-    if (!r) throw new CairnError(ErrorCode.NOT_FOUND, `${path}: no such file or directory`);
-    return r;
+    let out: T;
+    try {
+      if (!r) throw new CairnError(ErrorCode.NOT_FOUND, `${path}: no such file or directory`);
+      out = fn(r);
+    } catch (err) {
+      report?.(op, r?.depth, (performance.now() - started) / 1000, err);
+      throw err;
+    }
+    report?.(op, r.depth, (performance.now() - started) / 1000);
+    return out;
   }
 
-  private attr(op: string, path: string): NodeAttr {
-    const a = this.view.getattr(this.resolve(op, path).ino);
+  private attrOf(path: string, r: Resolved): NodeAttr {
+    const a = this.view.getattr(r.ino);
     if (!a) throw new CairnError(ErrorCode.NOT_FOUND, `${path}: no such file or directory`);
     return a;
   }
 
   getattr(path: string): FsAttr {
-    return toFsAttr(this.attr('getattr', path));
+    return this.pathOp('getattr', path, (r) => toFsAttr(this.attrOf(path, r)));
   }
 
   readdir(path: string): { names: string[]; attrs: FsAttr[] } {
-    const dir = this.attr('readdir', path);
-    const entries = this.view.readdirEntries(dir.ino);
-    if (!entries) throw new CairnError(ErrorCode.NOT_A_DIRECTORY, `${path}: not a directory`);
-    const names: string[] = [];
-    const attrs: FsAttr[] = [];
-    for (const e of entries) {
-      const a = this.view.getattr(e.ino);
-      if (!a) continue;
-      names.push(e.name);
-      attrs.push(toFsAttr(a));
-    }
-    return { names, attrs };
+    return this.pathOp('readdir', path, (r) => {
+      const entries = this.view.readdirEntries(this.attrOf(path, r).ino);
+      if (!entries) throw new CairnError(ErrorCode.NOT_A_DIRECTORY, `${path}: not a directory`);
+      const names: string[] = [];
+      const attrs: FsAttr[] = [];
+      for (const e of entries) {
+        const a = this.view.getattr(e.ino);
+        if (!a) continue;
+        names.push(e.name);
+        attrs.push(toFsAttr(a));
+      }
+      return { names, attrs };
+    });
   }
 
   readlink(path: string): string {
-    const target = this.view.readlink(this.resolve('readlink', path).ino);
-    if (target === undefined) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a symlink`);
-    return target;
+    return this.pathOp('readlink', path, (r) => {
+      const target = this.view.readlink(r.ino);
+      if (target === undefined) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a symlink`);
+      return target;
+    });
   }
 
   getxattr(path: string, name: string): Buffer | undefined {
-    return this.view.getxattr(this.resolve('getxattr', path).ino, name);
+    return this.pathOp('getxattr', path, (r) => this.view.getxattr(r.ino, name));
   }
 
   listxattr(path: string): string[] {
-    return this.view.listxattr(this.resolve('listxattr', path).ino) ?? [];
+    return this.pathOp('listxattr', path, (r) => this.view.listxattr(r.ino) ?? []);
   }
 
   open(path: string): number {
-    const a = this.attr('open', path);
-    if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
-    if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
-    const handle = this.nextHandle++;
-    this.handles.set(handle, a);
-    return handle;
+    return this.pathOp('open', path, (r) => {
+      const a = this.attrOf(path, r);
+      if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
+      if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
+      const handle = this.nextHandle++;
+      this.handles.set(handle, { attr: a, depth: r.depth });
+      return handle;
+    });
   }
 
   async read(path: string, handle: number, length: number, position: number): Promise<Buffer> {
-    const a = this.handles.get(handle);
-    if (!a) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: read on a handle that is not open`);
+    const h = this.handles.get(handle);
+    if (!h) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: read on a handle that is not open`);
+    const a = h.attr;
     if (a.size === 0 || position >= a.size) return Buffer.alloc(0);
     if (!a.digest) throw new CairnError(ErrorCode.INTERNAL, `${path}: regular file without a content digest`);
+    const report = this.opts.observer?.read;
     const started = performance.now();
     const ref = { digest: a.digest, size: a.size };
+    const signal = AbortSignal.timeout(this.opts.readDeadlineMs);
+    let source: ContentTier | undefined;
+    const onServed = report ? (t: ContentTier): void => void (source = deeperTier(source, t)) : undefined;
     try {
-      const data = await this.content.read(ref, position, length, {
-        signal: AbortSignal.timeout(this.opts.readDeadlineMs),
+      const data = await this.content.read(ref, position, length, { signal, ...(onServed ? { onServed } : {}) });
+      report?.({
+        ref,
+        depth: h.depth,
+        bytes: data.byteLength,
+        seconds: (performance.now() - started) / 1000,
+        source,
+        deadlineMissed: false,
       });
-      this.opts.observer?.read?.(ref, data.byteLength, (performance.now() - started) / 1000);
       return data;
     } catch (err) {
-      this.opts.observer?.read?.(ref, 0, (performance.now() - started) / 1000, err);
+      const seconds = (performance.now() - started) / 1000;
+      const deadlineMissed = signal.aborted || isCairnError(err, ErrorCode.TIMEOUT);
+      report?.({ ref, depth: h.depth, bytes: 0, seconds, source, error: err, deadlineMissed });
       throw err;
     }
   }

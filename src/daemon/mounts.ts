@@ -12,6 +12,8 @@ import { ImageFs } from './image-fs.js';
 import { detach, isStaleFuseMount, mountedType } from './stale.js';
 import { loadRecord, prefetch, ReadRecorder, type PrefetchProgress } from './prefetch.js';
 import type { Logger } from '../util/log.js';
+import { costModelOf, type CostModel } from '../metrics/cost-model.js';
+import { FsMetrics, MountMetrics } from '../metrics/fs-metrics.js';
 
 const run = promisify(execFile);
 
@@ -58,6 +60,10 @@ export interface ContentStats {
     }
   >;
   fetchErrors: number;
+  /** Fetched bytes that did not match their digest. */
+  verifyFailures?: number;
+  /** Chunk fetches that failed because their deadline passed. */
+  deadlinesMissed?: number;
 }
 
 /** The shared content path: one fetcher and one cache for every mount of the daemon. */
@@ -77,6 +83,7 @@ interface Mounted {
   readErrors: number;
   bytesServed: number;
   recorder: ReadRecorder;
+  metrics: MountMetrics;
   prefetch?: PrefetchProgress;
   stopPrefetch: AbortController;
 }
@@ -90,11 +97,15 @@ export class MountManager {
   private readonly mounts = new Map<string, Mounted>();
   private readonly clients = new Map<string, RegistryClient>();
   private nextLowerId = 1;
+  /** The daemon's measurements (its own when none is given). */
+  readonly metrics: FsMetrics;
 
   constructor(
     private readonly content: ContentStack,
-    private readonly opts: { stateDir: string; readDeadlineMs: number; log: Logger },
-  ) {}
+    private readonly opts: { stateDir: string; readDeadlineMs: number; log: Logger; metrics?: FsMetrics },
+  ) {
+    this.metrics = opts.metrics ?? new FsMetrics();
+  }
 
   private client(url: string): RegistryClient {
     let c = this.clients.get(url);
@@ -132,7 +143,9 @@ export class MountManager {
     const layers: Entry[][] = recipes.map((r) => r.entries);
     const view = UnionView.build(layers, { lookup: req.lookup });
     const recordDir = join(this.opts.stateDir, 'reads');
+    const metrics = new MountMetrics(mountpoint, this.metrics);
     const record: Partial<Mounted> = {
+      metrics,
       readErrors: 0,
       bytesServed: 0,
       recorder: new ReadRecorder(recordDir, image.digest),
@@ -142,7 +155,10 @@ export class MountManager {
     const fs = new ImageFs(view, source, {
       readDeadlineMs: this.opts.readDeadlineMs,
       observer: {
-        read: (ref, bytes, _s, error) => {
+        lookup: (op, depth, seconds, error) => metrics.lookup(op, depth, seconds, error),
+        read: (r) => {
+          metrics.read(r);
+          const { ref, bytes, error } = r;
           if (!error) record.recorder?.note(ref);
           if (error) {
             record.readErrors = (record.readErrors ?? 0) + 1;
@@ -206,6 +222,7 @@ export class MountManager {
     }
     Object.assign(record, { info, fs, fuse, ...(lowerDir ? { lowerDir } : {}) });
     this.mounts.set(mountpoint, record as Mounted);
+    this.metrics.track(metrics);
     this.opts.log.info('mounted', { ...info });
     return info;
   }
@@ -225,6 +242,7 @@ export class MountManager {
     await m.fuse.unmount();
     if (m.lowerDir) await rm(m.lowerDir, { recursive: true, force: true });
     this.mounts.delete(mountpoint);
+    this.metrics.forget(mountpoint);
     this.opts.log.info('unmounted', { mountpoint });
   }
 
@@ -237,21 +255,35 @@ export class MountManager {
   }
 
   stats(path: string): Record<string, unknown> {
-    const mountpoint = resolve(path);
-    const m = this.mounts.get(mountpoint);
-    if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
+    const m = this.mounted(path);
     const c = this.content.stats();
     return {
       ...m.info,
       imageBytes: m.fs.imageBytes,
       bytesServed: m.bytesServed,
       readErrors: m.readErrors,
+      depthFit: m.metrics.fit.result(),
+      // Every lookup of every mount this daemon has served, unmounted ones included.
+      daemonDepthFit: this.metrics.fit.result(),
       ...(m.prefetch ? { prefetch: { ...m.prefetch } } : {}),
       // Shared by every mount of the daemon: the content path is one fetcher and one cache.
       bytesFetched: c.bytesFetched,
       cache: c.tiers,
       fetchErrors: c.fetchErrors,
     };
+  }
+
+  /** The cost model measured on one mount (rejects when its fit cannot give a slope yet). */
+  costModel(path: string): CostModel {
+    const m = this.mounted(path);
+    return costModelOf(m.metrics.fit, `mount ${m.info.mountpoint} (image ${m.info.digest})`);
+  }
+
+  private mounted(path: string): Mounted {
+    const mountpoint = resolve(path);
+    const m = this.mounts.get(mountpoint);
+    if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
+    return m;
   }
 
   async closeAll(): Promise<void> {

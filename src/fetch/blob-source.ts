@@ -6,9 +6,25 @@ export interface BlobRef {
   size: number;
 }
 
+/** Where a read was answered from: a cache tier, or the registry over the network. */
+export type ContentTier = 'memory' | 'disk' | 'network';
+
+const TIER_RANK: Record<ContentTier, number> = { memory: 0, disk: 1, network: 2 };
+
+/** Of two tiers, the one further from the reader (a read spanning several chunks is as slow as its slowest). */
+export function deeperTier(a: ContentTier | undefined, b: ContentTier): ContentTier {
+  return a !== undefined && TIER_RANK[a] >= TIER_RANK[b] ? a : b;
+}
+
 export interface ReadOptions {
   /** Cancels the read; the promise rejects with CAIRN_ERR_ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Told, once per chunk the read needed, which tier answered it (for
+   * measurements only). Optional for a source: one that cannot tell says
+   * nothing, and a read may then end without any call.
+   */
+  onServed?: (tier: ContentTier) => void;
 }
 
 /**

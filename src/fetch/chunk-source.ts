@@ -138,13 +138,15 @@ export async function readChunked(
     const reads: Promise<void>[] = [];
     for (let i = first; i <= last; i++) {
       reads.push(
-        source.readChunk(ref, i, { signal: stop.signal }).then((raw) => {
-          const chunk = check(raw, i);
-          const base = i * CHUNK_BYTES;
-          const from = Math.max(offset, base);
-          const to = Math.min(end, base + chunk.length);
-          chunk.copy(out, from - offset, from - base, to - base);
-        }),
+        source
+          .readChunk(ref, i, { signal: stop.signal, ...(opts.onServed ? { onServed: opts.onServed } : {}) })
+          .then((raw) => {
+            const chunk = check(raw, i);
+            const base = i * CHUNK_BYTES;
+            const from = Math.max(offset, base);
+            const to = Math.min(end, base + chunk.length);
+            chunk.copy(out, from - offset, from - base, to - base);
+          }),
       );
     }
     try {

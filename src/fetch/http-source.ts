@@ -331,7 +331,9 @@ export class HttpBlobSource implements ChunkSource {
         },
       },
     );
-    return task.join(opts.signal, what);
+    const joined = task.join(opts.signal, what);
+    const onServed = opts.onServed;
+    return onServed ? joined.then((chunk) => (onServed('network'), chunk)) : joined;
   }
 
   /**

@@ -22,9 +22,13 @@ export class DepthFit {
   private sxx = 0;
   private sxy = 0;
   private syy = 0;
+  private minDepth = Infinity;
+  private maxDepth = -Infinity;
 
   add(depth: number, seconds: number): void {
     if (!Number.isFinite(depth) || !Number.isFinite(seconds)) return;
+    if (depth < this.minDepth) this.minDepth = depth;
+    if (depth > this.maxDepth) this.maxDepth = depth;
     this.n++;
     this.sx += depth;
     this.sy += seconds;
@@ -41,6 +45,13 @@ export class DepthFit {
     this.sxx += other.sxx;
     this.sxy += other.sxy;
     this.syy += other.syy;
+    this.minDepth = Math.min(this.minDepth, other.minDepth);
+    this.maxDepth = Math.max(this.maxDepth, other.maxDepth);
+  }
+
+  /** The smallest and largest depth sampled; undefined before the first sample. */
+  depthRange(): { min: number; max: number } | undefined {
+    return this.n === 0 ? undefined : { min: this.minDepth, max: this.maxDepth };
   }
 
   result(): DepthFitResult {

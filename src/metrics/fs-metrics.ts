@@ -1,123 +1,208 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
+import { pulledMetric } from './pulled.js';
+import type { ContentTier } from '../fetch/blob-source.js';
+import { isCairnError, ErrorCode } from '../model/errors.js';
 import { DepthFit, type DepthFitResult } from './depth-fit.js';
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js';
 
 /** Where a read's content came from. */
-export type ContentSource = 'memory' | 'disk' | 'network';
+export type ContentSource = ContentTier;
 
-/** FUSE operations measured by depth (name lookups) or by source (reads). */
+/**
+ * FUSE operations measured. With libfuse's high-level (path) API the kernel's
+ * LOOKUP of a name arrives as `getattr` of its path; `lookup` is kept for a
+ * low-level adapter that sees lookups as such.
+ */
 export type FsOperation = 'lookup' | 'getattr' | 'open' | 'read' | 'readdir' | 'readlink' | 'getxattr' | 'listxattr';
+
+/**
+ * Operations whose time is (nearly all) the resolution of a name, and so feed
+ * the depth fit. readdir is left out: listing a directory costs with its size,
+ * not with the depth its name resolved at.
+ */
+const FITTED = new Set<FsOperation>(['lookup', 'getattr', 'open', 'readlink', 'getxattr', 'listxattr']);
 
 const LATENCY_BUCKETS = [
   1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
   2.5, 5, 10,
 ];
 
+/** Depths above this are labelled `64+`, so a deep image cannot blow up the label space. */
+const MAX_DEPTH_LABEL = 64;
+/** Index of a depth in the per-depth series arrays: 0 = none (not found), 1..64, 65 = 64+. */
+function depthIndex(depth: number | undefined): number {
+  if (depth === undefined) return 0;
+  return depth > MAX_DEPTH_LABEL ? MAX_DEPTH_LABEL + 1 : Math.max(1, Math.floor(depth));
+}
+
+/** The label of the whole daemon in the fit gauges' `mount` label. */
+export const DAEMON_FIT_LABEL = '*';
+
+/** What a read did, as FsMetrics counts it. */
+export interface ReadObservation {
+  /** Depth of the layer the file was opened from (1 = top). */
+  depth: number;
+  /** The furthest tier that answered; undefined: none said (labelled `none`). */
+  source?: ContentSource;
+  bytes: number;
+  seconds: number;
+  error?: unknown;
+  deadlineMissed?: boolean;
+}
+
 /**
- * The daemon's live measurements, in Prometheus form (prom-client) and as a
- * running depth-vs-latency fit per mount and for the whole daemon.
- *
- * Depth labels are bounded: depths above 64 are reported as "64+" so a deep
- * image cannot blow up the label space.
+ * The measurements of one mount: its depth fit, feeding the daemon's
+ * histograms and fit too. What an ImageFs observer calls, on every operation:
+ * no allocation, no label hashing.
+ */
+export class MountMetrics {
+  readonly fit = new DepthFit();
+
+  constructor(
+    readonly mount: string,
+    private readonly daemon: FsMetrics,
+  ) {}
+
+  /** A path operation resolved at `depth` (undefined: the name does not exist) in `seconds`. */
+  lookup(op: FsOperation, depth: number | undefined, seconds: number, error?: unknown): void {
+    this.daemon.observeLookup(op, depth, seconds);
+    if (depth !== undefined && FITTED.has(op)) {
+      this.fit.add(depth, seconds);
+      this.daemon.fit.add(depth, seconds);
+    }
+    // A name that does not exist is an answer, not a failure (it shows as depth "none").
+    if (error !== undefined && !isCairnError(error, ErrorCode.NOT_FOUND)) this.daemon.error(op, error);
+  }
+
+  read(r: ReadObservation): void {
+    this.daemon.observeRead(r);
+  }
+}
+
+/**
+ * The daemon's live measurements, in Prometheus form (a prom-client registry)
+ * and as running depth-vs-latency fits per mount and for the whole daemon.
  */
 export class FsMetrics {
   readonly registry = new Registry();
-  readonly operationDuration = new Histogram({
-    name: 'cairn_fs_operation_duration_seconds',
-    help: 'Time cairn spent on a FUSE operation, by operation, the layer depth the path resolved at (1 = top) and where content came from',
-    labelNames: ['operation', 'depth', 'source'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly bytesServed = new Counter({
-    name: 'cairn_fs_bytes_served_total',
-    help: 'Content bytes returned to readers',
-    registers: [this.registry],
-  });
-  readonly errors = new Counter({
+  readonly operationDuration = new FastHistogram(
+    'cairn_fs_operation_duration_seconds',
+    'Time cairn spent on a FUSE operation, by operation, the layer depth the path resolved at (1 = top; none = no such name) and where content came from (metadata for operations on names)',
+    ['operation', 'depth', 'source'] as const,
+    LATENCY_BUCKETS,
+  );
+  /** The whole daemon's fit: every lookup of every mount, unmounted ones included. */
+  readonly fit = new DepthFit();
+  private readonly mounts = new Map<string, MountMetrics>();
+  private readonly totals = { bytesServed: 0, deadlinesMissed: 0 };
+  private readonly lookupSeries = new Map<FsOperation, HistogramSeries[]>();
+  private readonly readSeries = new Map<string, HistogramSeries[]>();
+  private readonly errors = new Counter({
     name: 'cairn_fs_errors_total',
-    help: 'FUSE operations that failed, by operation',
-    labelNames: ['operation'] as const,
+    help: 'FUSE operations that failed (a name that does not exist is not counted), by operation and error code',
+    labelNames: ['operation', 'code'] as const,
     registers: [this.registry],
   });
-  private readonly fitGauges = {
-    a: new Gauge({
-      name: 'cairn_lookup_depth_slope_seconds',
-      help: 'Fitted lookup latency per layer of depth (a in L = a*D + b)',
-      labelNames: ['mount'] as const,
-      registers: [this.registry],
-    }),
-    b: new Gauge({
-      name: 'cairn_lookup_depth_intercept_seconds',
-      help: 'Fitted lookup latency intercept (b in L = a*D + b)',
-      labelNames: ['mount'] as const,
-      registers: [this.registry],
-    }),
-    r2: new Gauge({
-      name: 'cairn_lookup_depth_fit_r2',
-      help: 'R squared of the depth-latency fit',
-      labelNames: ['mount'] as const,
-      registers: [this.registry],
-    }),
-    n: new Gauge({
-      name: 'cairn_lookup_depth_fit_samples',
-      help: 'Lookups the depth-latency fit is over',
-      labelNames: ['mount'] as const,
-      registers: [this.registry],
-    }),
-  };
-  private readonly fits = new Map<string, DepthFit>();
 
-  private fitOf(mount: string): DepthFit {
-    let f = this.fits.get(mount);
-    if (!f) {
-      f = new DepthFit();
-      this.fits.set(mount, f);
-    }
-    return f;
+  constructor() {
+    this.registry.registerMetric(this.operationDuration.asMetric());
+    const totals = this.totals;
+    pulledMetric(
+      this.registry,
+      'counter',
+      'cairn_fs_bytes_served_total',
+      'Content bytes returned to readers',
+      [],
+      () => [[{}, totals.bytesServed]],
+    );
+    pulledMetric(
+      this.registry,
+      'counter',
+      'cairn_fs_read_deadlines_missed_total',
+      'Reads that failed because their deadline (--read-deadline-ms) passed',
+      [],
+      () => [[{}, totals.deadlinesMissed]],
+    );
+    const fits = (): [string, DepthFitResult][] => [
+      [DAEMON_FIT_LABEL, this.fit.result()],
+      ...[...this.mounts.values()].map((m): [string, DepthFitResult] => [m.mount, m.fit.result()]),
+    ];
+    const fitGauge = (name: string, help: string, field: keyof DepthFitResult): void =>
+      pulledMetric(
+        this.registry,
+        'gauge',
+        name,
+        `${help} (mount "${DAEMON_FIT_LABEL}" = the whole daemon)`,
+        ['mount'],
+        () => fits().map(([mount, r]) => [{ mount }, r[field]]),
+      );
+    fitGauge('cairn_lookup_depth_slope_seconds', 'Fitted lookup latency per layer of depth (a in L = a*D + b)', 'a');
+    fitGauge('cairn_lookup_depth_intercept_seconds', 'Fitted lookup latency at depth 0 (b in L = a*D + b)', 'b');
+    fitGauge('cairn_lookup_depth_fit_r2', 'Coefficient of determination of the depth-latency fit', 'r2');
+    fitGauge('cairn_lookup_depth_fit_samples', 'Lookups the depth-latency fit is over', 'n');
   }
 
   static depthLabel(depth: number | undefined): string {
-    if (depth === undefined) return 'none';
-    return depth > 64 ? '64+' : String(depth);
+    const i = depthIndex(depth);
+    return i === 0 ? 'none' : i > MAX_DEPTH_LABEL ? `${MAX_DEPTH_LABEL}+` : String(i);
   }
 
-  /** A path lookup (by any operation) resolved at `depth` (undefined: not found) in `seconds`. */
-  lookup(mount: string, operation: FsOperation, depth: number | undefined, seconds: number): void {
-    this.operationDuration.observe({ operation, depth: FsMetrics.depthLabel(depth), source: 'metadata' }, seconds);
-    if (depth !== undefined) this.fitOf(mount).add(depth, seconds);
+  /** Shows a mount's fit in the gauges (MountMetrics record from their creation; tracking is for display). */
+  track(m: MountMetrics): void {
+    this.mounts.set(m.mount, m);
   }
 
-  read(source: ContentSource, bytes: number, seconds: number): void {
-    this.operationDuration.observe({ operation: 'read', depth: 'none', source }, seconds);
-    this.bytesServed.inc(bytes);
-  }
-
-  error(operation: FsOperation): void {
-    this.errors.inc({ operation });
-  }
-
-  /** The fit of one mount, or of every mount together when `mount` is omitted. */
-  depthFit(mount?: string): DepthFitResult {
-    if (mount !== undefined) return this.fitOf(mount).result();
-    const all = new DepthFit();
-    for (const f of this.fits.values()) all.merge(f);
-    return all.result();
-  }
-
+  /** Drops a mount's fit (its samples stay in the daemon's). */
   forget(mount: string): void {
-    this.fits.delete(mount);
-    for (const g of Object.values(this.fitGauges)) g.remove({ mount });
+    this.mounts.delete(mount);
   }
 
-  /** Prometheus text; the fit gauges are computed here, at scrape time, not on every lookup. */
-  async text(): Promise<string> {
-    for (const [mount, f] of [...this.fits, ['*', undefined] as const]) {
-      const r = f ? f.result() : this.depthFit();
-      this.fitGauges.a.set({ mount }, r.a);
-      this.fitGauges.b.set({ mount }, r.b);
-      this.fitGauges.r2.set({ mount }, r.r2);
-      this.fitGauges.n.set({ mount }, r.n);
+  /** For MountMetrics. */
+  observeLookup(op: FsOperation, depth: number | undefined, seconds: number): void {
+    let byDepth = this.lookupSeries.get(op);
+    if (!byDepth) {
+      byDepth = [];
+      this.lookupSeries.set(op, byDepth);
     }
+    const i = depthIndex(depth);
+    let s = byDepth[i];
+    if (!s) {
+      s = this.operationDuration.series({ operation: op, depth: FsMetrics.depthLabel(depth), source: 'metadata' });
+      byDepth[i] = s;
+    }
+    s.observe(seconds);
+  }
+
+  /** For MountMetrics. */
+  observeRead(r: ReadObservation): void {
+    const source = r.source ?? 'none';
+    let byDepth = this.readSeries.get(source);
+    if (!byDepth) {
+      byDepth = [];
+      this.readSeries.set(source, byDepth);
+    }
+    const i = depthIndex(r.depth);
+    let s = byDepth[i];
+    if (!s) {
+      s = this.operationDuration.series({ operation: 'read', depth: FsMetrics.depthLabel(r.depth), source });
+      byDepth[i] = s;
+    }
+    s.observe(r.seconds);
+    this.totals.bytesServed += r.bytes;
+    if (r.deadlineMissed) this.totals.deadlinesMissed++;
+    if (r.error !== undefined) this.error('read', r.error);
+  }
+
+  error(operation: FsOperation, err: unknown): void {
+    this.errors.inc({ operation, code: isCairnError(err) ? err.code : ErrorCode.INTERNAL });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Prometheus text exposition of everything in the registry. */
+  text(): Promise<string> {
     return this.registry.metrics();
   }
 }

@@ -68,3 +68,19 @@ describe('DepthFit', () => {
     expect(m.r2).toBeCloseTo(a.r2, 12);
   });
 });
+
+describe('DepthFit.depthRange', () => {
+  it('is the smallest and largest depth sampled, across merges', () => {
+    const a = new DepthFit();
+    expect(a.depthRange()).toBeUndefined();
+    a.add(3, 0.1);
+    a.add(5, 0.1);
+    const b = new DepthFit();
+    b.add(2, 0.1);
+    a.merge(b);
+    expect(a.depthRange()).toEqual({ min: 2, max: 5 });
+    const empty = new DepthFit();
+    empty.merge(new DepthFit());
+    expect(empty.depthRange()).toBeUndefined();
+  });
+});

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { spawn } from 'node:child_process';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CairnError, ErrorCode, isCairnError } from '../../model/errors.js';
@@ -9,9 +9,12 @@ import type { ContentStackOptions } from '../../daemon/content-stack.js';
 import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
 import { parseRepoTag } from '../../model/reference.js';
+import { parseListen } from '../../registry/config.js';
 import { createLogger, isLogLevel, type LogLevel } from '../../util/log.js';
 import { bytesOption, intOption, output } from '../output.js';
 import { formatBytes } from '../progress.js';
+import type { CostModel } from '../../metrics/cost-model.js';
+import type { DepthFitResult } from '../../metrics/depth-fit.js';
 
 const DEFAULT_STATE_DIR = '/run/cairn';
 
@@ -22,6 +25,12 @@ interface DaemonCliOptions {
   diskCache: string;
   readDeadlineMs: string;
   logLevel: string;
+  metrics?: string;
+}
+
+/** `--metrics HOST:PORT`, validated (port 0: any free port). */
+function metricsOption(o: DaemonCliOptions): { host: string; port: number } | undefined {
+  return o.metrics === undefined ? undefined : parseListen(o.metrics, '--metrics');
 }
 
 function contentOptions(o: DaemonCliOptions): ContentStackOptions & { readDeadlineMs: number } {
@@ -50,24 +59,34 @@ function addDaemonOptions(cmd: Command): Command {
     .option('--memory-cache <size>', 'memory cache budget', '256M')
     .option('--disk-cache <size>', 'disk cache budget', '10G')
     .option('--read-deadline-ms <ms>', 'deadline of one read, fetch included; past it the read fails with EIO', '10000')
-    .option('--log-level <level>', 'debug|info|warn|error|silent', 'info');
+    .option('--log-level <level>', 'debug|info|warn|error|silent', 'info')
+    .option('--metrics <host:port>', 'serve Prometheus text on http://HOST:PORT/metrics (port 0: any free port)');
 }
 
 async function runDaemonHere(o: DaemonCliOptions, exitWhenIdle: boolean): Promise<void> {
   const opts = contentOptions(o);
+  const metrics = metricsOption(o);
   const log = createLogger({ level: logLevelOf(o.logLevel), component: 'daemon' });
   // Loaded here, not at start-up: a CLI call that only talks to a running daemon stays light.
   const { buildContentStack } = await import('../../daemon/content-stack.js');
   const { runDaemon } = await import('../../daemon/daemon.js');
   const content = await buildContentStack(opts, log);
-  await runDaemon(content, { stateDir: resolve(o.stateDir), readDeadlineMs: opts.readDeadlineMs, log, exitWhenIdle });
+  await runDaemon(content, {
+    stateDir: resolve(o.stateDir),
+    readDeadlineMs: opts.readDeadlineMs,
+    log,
+    exitWhenIdle,
+    ...(metrics ? { metrics } : {}),
+  });
 }
 
 /** Starts a detached daemon unless one answers on the state dir's socket. */
 async function ensureDaemon(o: DaemonCliOptions): Promise<void> {
   const socket = controlSocketPath(resolve(o.stateDir));
+  const metrics = metricsOption(o); // validate before talking to anything
   try {
-    await callControl(socket, { op: 'ping' }, 5000);
+    const running = (await callControl(socket, { op: 'ping' }, 5000)) as { metricsUrl?: string };
+    if (metrics) warnIfOtherMetrics(metrics, running.metricsUrl);
     return;
   } catch (err) {
     if (!isCairnError(err, ErrorCode.UNAVAILABLE)) throw err;
@@ -79,7 +98,10 @@ async function ensureDaemon(o: DaemonCliOptions): Promise<void> {
   const args = [bin, 'daemon', '--exit-when-idle', '--state-dir', o.stateDir, '--memory-cache', o.memoryCache];
   args.push('--disk-cache', o.diskCache, '--read-deadline-ms', o.readDeadlineMs, '--log-level', o.logLevel);
   if (o.cacheDir) args.push('--cache-dir', o.cacheDir);
+  if (o.metrics !== undefined) args.push('--metrics', o.metrics);
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] });
+  let exited: number | null | undefined;
+  child.once('exit', (code, signal) => (exited = code ?? (signal ? -1 : null)));
   child.unref();
   await logFile.close();
   const deadline = Date.now() + 15_000;
@@ -88,6 +110,12 @@ async function ensureDaemon(o: DaemonCliOptions): Promise<void> {
       await callControl(socket, { op: 'ping' }, 2000);
       return;
     } catch (err) {
+      // A daemon that failed at start (a --metrics address in use...) says why in its log: show it now.
+      if (exited !== undefined) {
+        throw new CairnError(ErrorCode.UNAVAILABLE, `the daemon exited at start: ${await lastLogError(o.stateDir)}`, {
+          cause: err,
+        });
+      }
       if (Date.now() > deadline) {
         throw new CairnError(ErrorCode.UNAVAILABLE, `the daemon did not start; see ${join(o.stateDir, 'daemon.log')}`, {
           cause: err,
@@ -96,6 +124,44 @@ async function ensureDaemon(o: DaemonCliOptions): Promise<void> {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+/** The last line of the daemon's log, with what it says (the CLI's own error line, or a JSON log line's msg). */
+async function lastLogError(stateDir: string): Promise<string> {
+  const file = join(resolve(stateDir), 'daemon.log');
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const last = text.trimEnd().split('\n').pop() ?? '';
+  return last.replace(/^cairn: /, '') || `see ${file}`;
+}
+
+/** `cairn mount --metrics` reaching a daemon that already runs: its listener is what it is; say so when it differs. */
+function warnIfOtherMetrics(asked: { host: string; port: number }, running: string | undefined): void {
+  const at = running ? new URL(running) : undefined;
+  const same = at && (asked.port === 0 || Number(at.port) === asked.port);
+  if (!same) {
+    process.stderr.write(
+      `cairn: warning: --metrics ${asked.host}:${asked.port} ignored: the daemon already runs, ${running ? `serving metrics at ${running}` : 'without --metrics'}\n`,
+    );
+  }
+}
+
+interface MountStats {
+  image: string;
+  mountpoint: string;
+  imageBytes: number;
+  bytesFetched: number;
+  bytesServed: number;
+  cache: unknown;
+  depthFit: DepthFitResult;
+  daemonDepthFit: DepthFitResult;
+  metricsUrl?: string;
+}
+
+/** `L = a·D + b`: a and b in µs, R², samples. */
+function formatFit(f: DepthFitResult): string {
+  if (f.n === 0) return 'no lookups yet';
+  const us = (x: number): string => (x * 1e6).toFixed(3);
+  return `L = ${us(f.a)} µs × depth + ${us(f.b)} µs, R² ${f.r2.toFixed(3)}, ${f.n} lookups`;
 }
 
 export function registerMount(program: Command): void {
@@ -208,22 +274,43 @@ export function registerMount(program: Command): void {
 
   program
     .command('stats')
-    .description('Show what a mount has read and fetched, and the cache figures')
+    .description('Show what a mount has read and fetched, the cache figures and the lookup-latency fit against depth')
     .argument('<mountpoint>')
     .option('--state-dir <dir>', 'daemon state directory', DEFAULT_STATE_DIR)
+    .option('--export-cost-model <file>', "write the mount's fit (a, b) as the cost model the reconstruction reads")
     .option('--json', 'machine-readable output')
-    .action(async (mountpoint: string, o: { stateDir: string; json?: boolean }) => {
-      const s = (await callControl(controlSocketPath(resolve(o.stateDir)), {
-        op: 'stats',
-        mountpoint: resolve(mountpoint),
-      })) as Record<string, unknown> & { imageBytes: number; bytesFetched: number; bytesServed: number };
-      output(o.json, s, () =>
+    .action(async (mountpoint: string, o: { stateDir: string; exportCostModel?: string; json?: boolean }) => {
+      const socket = controlSocketPath(resolve(o.stateDir));
+      const s = (await callControl(socket, { op: 'stats', mountpoint: resolve(mountpoint) })) as MountStats;
+      let exported: { file: string; costModel: CostModel } | undefined;
+      if (o.exportCostModel !== undefined) {
+        const file = resolve(o.exportCostModel);
+        const costModel = (await callControl(socket, {
+          op: 'cost-model',
+          mountpoint: resolve(mountpoint),
+        })) as CostModel;
+        const { writeCostModel } = await import('../../metrics/cost-model.js');
+        await writeCostModel(file, costModel);
+        exported = { file, costModel };
+      }
+      output(o.json, exported ? { ...s, exportedCostModel: exported } : s, () =>
         [
           `${String(s.image)} at ${String(s.mountpoint)}`,
           `image bytes    ${formatBytes(s.imageBytes)}`,
           `bytes served   ${formatBytes(s.bytesServed)}`,
           `bytes fetched  ${formatBytes(s.bytesFetched)} (${((100 * s.bytesFetched) / Math.max(1, s.imageBytes)).toFixed(1)} % of the image)`,
           `cache          ${JSON.stringify(s.cache)}`,
+          `depth fit      ${formatFit(s.depthFit)} (this mount)`,
+          `               ${formatFit(s.daemonDepthFit)} (the daemon)`,
+          ...(s.metricsUrl ? [`metrics        ${s.metricsUrl}`] : []),
+          ...(exported
+            ? [
+                `cost model     written to ${exported.file}` +
+                  (exported.costModel.fittedA !== undefined
+                    ? ` (the fitted slope ${exported.costModel.fittedA.toExponential(3)} s/layer was negative: written as 0)`
+                    : ''),
+              ]
+            : []),
         ].join('\n'),
       );
     });
