@@ -42,9 +42,6 @@ function toFsAttr(a: NodeAttr): FsAttr {
  * FUSE adapter only translates.
  */
 export class ImageFs implements ReadOnlyFs {
-  private readonly handles = new Map<number, NodeAttr>();
-  private nextHandle = 1;
-
   constructor(
     readonly view: UnionView,
     private readonly content: BlobSource,
@@ -103,18 +100,11 @@ export class ImageFs implements ReadOnlyFs {
     return this.view.listxattr(this.resolve('listxattr', path).ino) ?? [];
   }
 
-  open(path: string): number {
-    const a = this.attr('open', path);
+  async read(path: string, length: number, position: number): Promise<Buffer> {
+    // One probe of the view per read; reads that the page cache answers never get here.
+    const a = this.attr('read', path);
     if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
     if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
-    const handle = this.nextHandle++;
-    this.handles.set(handle, a);
-    return handle;
-  }
-
-  async read(path: string, handle: number, length: number, position: number): Promise<Buffer> {
-    const a = this.handles.get(handle);
-    if (!a) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: read on a handle that is not open`);
     if (a.size === 0 || position >= a.size) return Buffer.alloc(0);
     if (!a.digest) throw new CairnError(ErrorCode.INTERNAL, `${path}: regular file without a content digest`);
     const started = performance.now();
@@ -129,10 +119,6 @@ export class ImageFs implements ReadOnlyFs {
       this.opts.observer?.read?.(ref, 0, (performance.now() - started) / 1000, err);
       throw err;
     }
-  }
-
-  release(handle: number): void {
-    this.handles.delete(handle);
   }
 
   statfs(): FsStatfs {
