@@ -1,7 +1,7 @@
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { HttpBlobSource, type FetchEvent } from '../fetch/http-source.js';
 import type { ChunkSource } from '../fetch/chunk-source.js';
-import { DiskCache } from '../cache/disk-cache.js';
+import type { DiskCache } from '../cache/disk-cache.js';
 import { MemoryCache } from '../cache/memory-cache.js';
 import type { Logger } from '../util/log.js';
 import type { ContentStack, ContentStats } from './mounts.js';
@@ -47,6 +47,8 @@ export async function buildContentStack(opts: ContentStackOptions, log: Logger):
     let below: ChunkSource = fetcher;
     let disk: DiskCache | undefined;
     if (opts.diskDir !== undefined) {
+      // Loaded only with a disk tier: better-sqlite3 costs start-up time a diskless daemon need not pay.
+      const { DiskCache } = await import('../cache/disk-cache.js');
       disk = await DiskCache.open(fetcher, { dir: opts.diskDir, maxBytes: opts.diskBytes as number, logger: log });
       below = disk;
     }

@@ -64,16 +64,29 @@ function handleConnection(sock: Socket, handler: ControlHandler): void {
       );
       return;
     }
-    handler(req).then(
-      (result) => sock.end(`${JSON.stringify({ ok: true, result: result ?? null })}\n`),
-      (err: unknown) => {
-        const error = isCairnError(err)
-          ? { code: err.code, message: err.message }
-          : { code: ErrorCode.INTERNAL, message: err instanceof Error ? err.message : String(err) };
-        sock.end(`${JSON.stringify({ ok: false, error })}\n`);
-      },
-    );
+    void answerOf(handler(req)).then((answer) => sock.end(`${JSON.stringify(answer)}\n`));
   });
+}
+
+/** The answer to a request, once its handling settles (errors keep their CairnError code). */
+export function answerOf(handling: Promise<unknown>): Promise<ControlAnswer> {
+  return handling.then(
+    (result) => ({ ok: true, result: result ?? null }),
+    (err: unknown) => ({
+      ok: false,
+      error: isCairnError(err)
+        ? { code: err.code, message: err.message }
+        : { code: ErrorCode.INTERNAL, message: err instanceof Error ? err.message : String(err) },
+    }),
+  );
+}
+
+/** The CairnError a failed answer stands for. */
+export function errorOf(answer: { error: { code: string; message: string } }): CairnError {
+  const code = (Object.values(ErrorCode) as string[]).includes(answer.error.code)
+    ? (answer.error.code as ErrorCode)
+    : ErrorCode.INTERNAL;
+  return new CairnError(code, answer.error.message);
 }
 
 /** Sends one request to the daemon; UNAVAILABLE when no daemon listens. */
@@ -103,12 +116,7 @@ export function callControl(path: string, req: ControlRequest, timeoutMs = 120_0
         return;
       }
       if (answer.ok) resolve(answer.result);
-      else {
-        const code = (Object.values(ErrorCode) as string[]).includes(answer.error.code)
-          ? (answer.error.code as ErrorCode)
-          : ErrorCode.INTERNAL;
-        reject(new CairnError(code, answer.error.message));
-      }
+      else reject(errorOf(answer));
     });
   });
 }

@@ -1,7 +1,7 @@
 import type { Server } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { CairnError, ErrorCode } from '../model/errors.js';
-import { controlSocketPath, serveControl, type ControlRequest } from './control.js';
+import { answerOf, controlSocketPath, serveControl, type ControlAnswer, type ControlRequest } from './control.js';
 
 export { controlSocketPath };
 import { MountManager, type ContentStack, type MountRequest } from './mounts.js';
@@ -20,6 +20,12 @@ export interface DaemonOptions {
   exitWhenIdle: boolean;
   /** Serve Prometheus text on http://HOST:PORT/metrics (port 0: any free port, logged and shown by stats). */
   metrics?: { host: string; port: number };
+  /**
+   * A request to handle as soon as the control socket listens, answered through
+   * `answer` (a daemon started by `cairn mount` gets its mount this way, with no
+   * wait for the socket and no second connection).
+   */
+  first?: { request: ControlRequest; answer: (a: ControlAnswer) => void };
 }
 
 function str(req: ControlRequest, key: string): string {
@@ -119,5 +125,6 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
   process.once('SIGINT', onSignal('SIGINT'));
   process.once('SIGTERM', onSignal('SIGTERM'));
   opts.log.info('daemon ready', { pid: process.pid, socket: controlSocketPath(opts.stateDir), ...metricsUrl });
+  if (opts.first) void answerOf(handler(opts.first.request)).then(opts.first.answer);
   await finished;
 }

@@ -21,7 +21,7 @@ export type PathOperation = Exclude<FsOperation, 'read'>;
 
 export interface ReadReport {
   ref: BlobRef;
-  /** The depth of the layer the file was opened from (1 = top layer). */
+  /** The depth of the layer the file resolved in (1 = top layer). */
   depth: number;
   bytes: number;
   seconds: number;
@@ -63,9 +63,6 @@ function toFsAttr(a: NodeAttr): FsAttr {
  * FUSE adapter only translates.
  */
 export class ImageFs implements ReadOnlyFs {
-  private readonly handles = new Map<number, { attr: NodeAttr; depth: number }>();
-  private nextHandle = 1;
-
   constructor(
     readonly view: UnionView,
     private readonly content: BlobSource,
@@ -138,21 +135,15 @@ export class ImageFs implements ReadOnlyFs {
     return this.pathOp('listxattr', path, (r) => this.view.listxattr(r.ino) ?? []);
   }
 
-  open(path: string): number {
-    return this.pathOp('open', path, (r) => {
-      const a = this.attrOf(path, r);
-      if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
-      if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
-      const handle = this.nextHandle++;
-      this.handles.set(handle, { attr: a, depth: r.depth });
-      return handle;
-    });
-  }
-
-  async read(path: string, handle: number, length: number, position: number): Promise<Buffer> {
-    const h = this.handles.get(handle);
-    if (!h) throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: read on a handle that is not open`);
-    const a = h.attr;
+  async read(path: string, length: number, position: number): Promise<Buffer> {
+    // One probe of the view per read; reads that the page cache answers never get here.
+    // There is no open: libfuse answers it (see ReadOnlyFs), so the depth comes from this probe.
+    const r = this.view.resolvePath(path);
+    const a = r ? this.attrOf(path, r) : undefined;
+    if (!r || !a) throw new CairnError(ErrorCode.NOT_FOUND, `${path}: no such file or directory`);
+    if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
+    if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
+    const depth = r.depth;
     if (a.size === 0 || position >= a.size) return Buffer.alloc(0);
     if (!a.digest) throw new CairnError(ErrorCode.INTERNAL, `${path}: regular file without a content digest`);
     const report = this.opts.observer?.read;
@@ -165,7 +156,7 @@ export class ImageFs implements ReadOnlyFs {
       const data = await this.content.read(ref, position, length, { signal, ...(onServed ? { onServed } : {}) });
       report?.({
         ref,
-        depth: h.depth,
+        depth,
         bytes: data.byteLength,
         seconds: (performance.now() - started) / 1000,
         source,
@@ -175,13 +166,9 @@ export class ImageFs implements ReadOnlyFs {
     } catch (err) {
       const seconds = (performance.now() - started) / 1000;
       const deadlineMissed = signal.aborted || isCairnError(err, ErrorCode.TIMEOUT);
-      report?.({ ref, depth: h.depth, bytes: 0, seconds, source, error: err, deadlineMissed });
+      report?.({ ref, depth, bytes: 0, seconds, source, error: err, deadlineMissed });
       throw err;
     }
-  }
-
-  release(handle: number): void {
-    this.handles.delete(handle);
   }
 
   statfs(): FsStatfs {

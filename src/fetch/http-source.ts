@@ -4,13 +4,13 @@
  * verified chunk by chunk, with a deadline per read and retries inside it.
  */
 import { createHash } from 'node:crypto';
-import { Pool, type Dispatcher } from 'undici';
 import { CHUNK_BYTES } from '../model/chunks.js';
 import { isDigest, sha256, type Digest } from '../model/digest.js';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import type { BlobRef, ReadOptions } from './blob-source.js';
 import { abortedError, checkChunkIndex, chunkCount, chunkSpan, readChunked, type ChunkSource } from './chunk-source.js';
 import { SingleFlight } from './single-flight.js';
+import { HttpPool, IDLE_TIMEOUT_CODE, type HttpResponse } from './http-pool.js';
 
 /** What happened to one request (or one read), for metrics and logs. */
 export interface FetchEvent {
@@ -167,13 +167,13 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-function header(res: Dispatcher.ResponseData, name: string): string | undefined {
+function header(res: HttpResponse, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
 /** Reads at most `limit` bytes of a body; undefined when it is longer. */
-async function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer | undefined> {
+async function readLimited(body: HttpResponse['body'], limit: number): Promise<Buffer | undefined> {
   const parts: Buffer[] = [];
   let total = 0;
   for await (const piece of body as AsyncIterable<Buffer>) {
@@ -192,7 +192,7 @@ interface ChunkList {
 
 /**
  * A BlobSource (and ChunkSource) reading contents from cairn's registry over
- * HTTP with an undici Pool of keep-alive connections.
+ * HTTP with a pool of keep-alive connections (node:http).
  *
  * - A content of at most CHUNK_BYTES is fetched whole (`GET /files/{digest}`)
  *   and verified against its digest. A larger one is fetched by chunk
@@ -204,7 +204,7 @@ interface ChunkList {
  *   cancelled when every caller has aborted.
  * - Each chunk fetch has a deadline (`deadlineMs`, from its start, covering the
  *   chunk list, every attempt and the backoff between them), enforced by a
- *   timer, not by undici's idle timeouts: a server that never answers or that
+ *   timer, not by socket idle timeouts: a server that never answers or that
  *   trickles bytes fails the read with TIMEOUT within the deadline.
  * - Retries (jittered exponential backoff, never past the deadline): refused
  *   or reset connections, 5xx, 408, 429, attempts that time out, malformed
@@ -227,7 +227,7 @@ export class HttpBlobSource implements ChunkSource {
   readonly connections: number;
   private readonly onEvent: ((e: FetchEvent) => void) | undefined;
   private readonly basePath: string;
-  private readonly pool: Pool;
+  private readonly pool: HttpPool;
   private readonly chunkFlights = new SingleFlight<Buffer>();
   private readonly listFlights = new SingleFlight<ChunkList>();
   /** Chunk lists by digest, least recently used first. */
@@ -276,15 +276,12 @@ export class HttpBlobSource implements ChunkSource {
     }
     this.onEvent = onEvent as ((e: FetchEvent) => void) | undefined;
 
-    // Our own timers bound each attempt and each fetch; undici's idle timers
-    // (headersTimeout, bodyTimeout) reset on every byte, so a trickling server
-    // would never trip them. They stay as a backstop, above the deadline.
-    const backstop = Math.min(MAX_TIMER_MS, this.deadlineMs + 1000);
-    this.pool = new Pool(u.origin, {
+    // Our own timers bound each attempt and each fetch; a socket's idle timer
+    // resets on every byte, so a trickling server would never trip it. It stays
+    // as a backstop, above the deadline.
+    this.pool = new HttpPool(u, {
       connections: this.connections,
-      headersTimeout: backstop,
-      bodyTimeout: backstop,
-      connect: { timeout: this.attemptTimeoutMs },
+      idleTimeoutMs: Math.min(MAX_TIMER_MS, this.deadlineMs + 1000),
     });
   }
 
@@ -358,7 +355,7 @@ export class HttpBlobSource implements ChunkSource {
       this.chunkFlights.cancelAll(err);
       this.listFlights.cancelAll(err);
       this.lists.clear();
-      this.closing = this.pool.destroy().catch(() => undefined);
+      this.closing = this.pool.close().catch(() => undefined);
     }
     return this.closing;
   }
@@ -563,8 +560,8 @@ export class HttpBlobSource implements ChunkSource {
     if (err instanceof AttemptFailure) return err;
     const e = err as { code?: unknown; message?: unknown; errors?: unknown } | undefined;
     const code = typeof e?.code === 'string' ? e.code : undefined;
-    if (code === 'UND_ERR_INVALID_ARG') {
-      throw new CairnError(ErrorCode.INTERNAL, `HttpBlobSource: undici refused the request: ${String(e?.message)}`, {
+    if (code?.startsWith('ERR_INVALID_')) {
+      throw new CairnError(ErrorCode.INTERNAL, `HttpBlobSource: node:http refused the request: ${String(e?.message)}`, {
         cause: err,
       });
     }
@@ -574,17 +571,12 @@ export class HttpBlobSource implements ChunkSource {
       message = (e.errors as unknown[]).map((x) => (x instanceof Error ? x.message : String(x))).join('; ');
     }
     const text = code && !message.includes(code) ? `${code}: ${message}` : message || String(code);
-    const timeout =
-      code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT';
+    const timeout = code === IDLE_TIMEOUT_CODE || code === 'ETIMEDOUT';
     return new AttemptFailure(timeout ? 'timeout' : 'transport', text, { cause: err });
   }
 
-  private async request(
-    path: string,
-    headers: Record<string, string>,
-    signal: AbortSignal,
-  ): Promise<Dispatcher.ResponseData> {
-    const res = await this.pool.request({ path, method: 'GET', headers, signal });
+  private async request(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpResponse> {
+    const res = await this.pool.request({ path, headers, signal });
     if (signal.aborted) {
       res.body.destroy();
       throw signal.reason;
@@ -642,7 +634,7 @@ export class HttpBlobSource implements ChunkSource {
   }
 
   /** The error for a status other than the one asked for: final (CairnError) or worth another attempt. */
-  private async statusError(res: Dispatcher.ResponseData, target: Target): Promise<Error> {
+  private async statusError(res: HttpResponse, target: Target): Promise<Error> {
     const status = res.statusCode;
     let detail = '';
     try {

@@ -1,8 +1,12 @@
-import { Pool } from 'undici';
-import { gunzipSync } from 'node:zlib';
+import { gunzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import { webcrypto } from 'node:crypto';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { parseDigest, type Digest } from '../model/digest.js';
-import { decodeRecipe, type Recipe } from '../model/recipe.js';
+import { checkRecipeDigest, parseRecipe, type Recipe } from '../model/recipe.js';
+import { HttpPool, readBody } from './http-pool.js';
+
+const gunzipAsync = promisify(gunzip);
 
 /** An image as the registry's native API describes it (the fields a mount needs). */
 export interface RemoteImage {
@@ -25,7 +29,7 @@ export interface RegistryClientOptions {
  * verified against their ids before they are returned.
  */
 export class RegistryClient {
-  private readonly pool: Pool;
+  private readonly pool: HttpPool;
   private readonly deadlineMs: number;
   private closed = false;
 
@@ -43,7 +47,7 @@ export class RegistryClient {
     if (!Number.isSafeInteger(this.deadlineMs) || this.deadlineMs <= 0) {
       throw new CairnError(ErrorCode.INVALID_OPTION, 'RegistryClient: option deadlineMs must be a positive integer');
     }
-    this.pool = new Pool(origin.origin, { connections: 2 });
+    this.pool = new HttpPool(origin, { connections: 2, idleTimeoutMs: this.deadlineMs + 1000 });
   }
 
   private async get(path: string, what: string): Promise<{ status: number; body: Buffer; encoding?: string }> {
@@ -51,11 +55,10 @@ export class RegistryClient {
     try {
       const res = await this.pool.request({
         path,
-        method: 'GET',
         headers: { 'accept-encoding': 'gzip' },
         signal: AbortSignal.timeout(this.deadlineMs),
       });
-      const body = Buffer.from(await res.body.arrayBuffer());
+      const body = await readBody(res.body);
       const encoding = res.headers['content-encoding'];
       return { status: res.statusCode, body, ...(typeof encoding === 'string' ? { encoding } : {}) };
     } catch (err) {
@@ -105,8 +108,21 @@ export class RegistryClient {
     const what = `recipe ${id} at ${this.opts.url}`;
     const r = await this.get(`/api/v1/recipes/${id}`, what);
     this.check(r, what);
-    const raw = r.encoding === 'gzip' ? gunzipSync(r.body) : r.body;
-    return decodeRecipe(raw, { gzipped: false, expected: id });
+    // Inflating and hashing run on libuv's thread pool (the layers of a mount in
+    // parallel), the hash while the main thread parses; nothing is returned unverified.
+    const raw = r.encoding === 'gzip' ? await gunzipAsync(r.body) : r.body;
+    const hashing = webcrypto.subtle.digest('SHA-256', raw);
+    let recipe: Recipe | undefined;
+    let invalid: unknown;
+    try {
+      recipe = parseRecipe(raw);
+    } catch (err) {
+      invalid = err;
+    }
+    // A mismatch says more than a parse error of bytes that are not the recipe.
+    checkRecipeDigest(id, `sha256:${Buffer.from(await hashing).toString('hex')}`);
+    if (recipe === undefined) throw invalid;
+    return recipe;
   }
 
   async close(): Promise<void> {

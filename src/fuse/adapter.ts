@@ -76,8 +76,9 @@ export class FuseMount {
       readlink: (path, cb) => sync(() => [fs.readlink(path)] as [string])(cb),
       getxattr: (path, name, _position, cb) => sync(() => [fs.getxattr(path, name)] as [Buffer | undefined])(cb),
       listxattr: (path, cb) => sync(() => [fs.listxattr(path)] as [string[]])(cb),
-      open: (path, _flags, cb) => sync(() => [fs.open(path)] as [number])(cb),
-      release: (_path, handle, cb) => sync(() => (fs.release(handle), [] as []))(cb),
+      // No open, release or flush: libfuse answers them itself (open with keep_cache from
+      // kernel_cache), so opening and closing a file costs no hop to the JavaScript thread.
+      // The mount is read-only (`ro`), so the kernel refuses write opens before FUSE.
       statfs: (_path, cb) =>
         sync(() => {
           const s = fs.statfs();
@@ -98,8 +99,8 @@ export class FuseMount {
             },
           ];
         })(cb),
-      read: (path, handle, buf, len, pos, cb) => {
-        fs.read(path, handle, len, pos).then(
+      read: (path, _handle, buf, len, pos, cb) => {
+        fs.read(path, len, pos).then(
           (data) => {
             data.copy(buf, 0, 0, Math.min(len, data.byteLength));
             cb(Math.min(len, data.byteLength));
@@ -110,8 +111,17 @@ export class FuseMount {
     };
     const cacheSeconds = opts.cacheSeconds ?? 3600;
     this.fuse = new Fuse(mountpoint, ops, {
-      // Past cairn's deadline, so cairn's EIO (not fuse-native's ETIMEDOUT) is what a reader sees.
-      timeout: opts.readDeadlineMs + 5000,
+      // Reads only, past cairn's deadline, so cairn's EIO (not fuse-native's ETIMEDOUT) is what a
+      // reader sees. The other operations answer synchronously: no timer per operation for them.
+      timeout: {
+        read: opts.readDeadlineMs + 5000,
+        getattr: false,
+        readdir: false,
+        readlink: false,
+        getxattr: false,
+        listxattr: false,
+        statfs: false,
+      },
       force: true,
       mkdir: false,
       debug: opts.debug ?? false,

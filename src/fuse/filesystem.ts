@@ -32,9 +32,11 @@ export interface ReadOnlyFs {
   readlink(path: string): string;
   getxattr(path: string, name: string): Buffer | undefined;
   listxattr(path: string): string[];
-  /** Opens a regular file for reading; returns a handle passed back to read/release. */
-  open(path: string): number;
-  read(path: string, handle: number, length: number, position: number): Promise<Buffer>;
-  release(handle: number): void;
+  /**
+   * Reads a regular file by path. There is no open/release: the adapter leaves
+   * them to libfuse (the mount is read-only and the kernel only opens regular
+   * files through FUSE), so opening a file costs no round trip to JavaScript.
+   */
+  read(path: string, length: number, position: number): Promise<Buffer>;
   statfs(): FsStatfs;
 }

@@ -44,16 +44,26 @@ export function compressRecipe(recipe: Recipe): { id: Digest; gz: Buffer; rawByt
 
 /** Decodes and validates a stored or fetched recipe; `expected` is checked when given. */
 export function decodeRecipe(data: Buffer, opts: { gzipped: boolean; expected?: Digest }): Recipe {
-  const text = opts.gzipped ? gunzipSync(data).toString('utf8') : data.toString('utf8');
-  if (opts.expected !== undefined) {
-    const actual = sha256(text);
-    if (actual !== opts.expected) {
-      throw new CairnError(ErrorCode.DIGEST_MISMATCH, `recipe ${opts.expected}: content hashes to ${actual}`);
-    }
+  const raw = opts.gzipped ? gunzipSync(data) : data;
+  if (opts.expected !== undefined) checkRecipeDigest(opts.expected, sha256(raw));
+  return parseRecipe(raw);
+}
+
+/** Throws DIGEST_MISMATCH unless a recipe's bytes hash to its id. */
+export function checkRecipeDigest(expected: Digest, actual: Digest): void {
+  if (actual !== expected) {
+    throw new CairnError(ErrorCode.DIGEST_MISMATCH, `recipe ${expected}: content hashes to ${actual}`);
   }
+}
+
+/**
+ * Parses and validates a recipe's JSON bytes (no digest check: callers that
+ * hash elsewhere, e.g. off the main thread, must check before using it).
+ */
+export function parseRecipe(raw: Buffer): Recipe {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
+    parsed = JSON.parse(raw.toString('utf8'));
   } catch (err) {
     throw new CairnError(ErrorCode.INVALID_INPUT, `recipe: not JSON (${(err as Error).message})`);
   }
@@ -61,20 +71,24 @@ export function decodeRecipe(data: Buffer, opts: { gzipped: boolean; expected?: 
   if (obj.v !== 1 || !Array.isArray(obj.entries)) {
     throw new CairnError(ErrorCode.INVALID_INPUT, 'recipe: expected {"v":1,"entries":[...]}');
   }
-  obj.entries.forEach((e, i) => validateEntry(e, i));
-  return { entries: obj.entries as Entry[] };
+  const entries = obj.entries as unknown[];
+  for (let i = 0; i < entries.length; i++) {
+    const why = invalidEntry(entries[i]);
+    if (why !== undefined) throw new CairnError(ErrorCode.INVALID_INPUT, `recipe entry ${i}: ${why}`);
+  }
+  return { entries: entries as Entry[] };
 }
 
-function validateEntry(value: unknown, index: number): void {
+const TYPES = new Set<string>(ENTRY_TYPES);
+const NUMBER_KEYS = ['mode', 'uid', 'gid', 'mtime', 'size'] as const;
+
+/** What is wrong with an entry, or undefined (runs once per entry of every mounted layer: no allocation). */
+function invalidEntry(value: unknown): string | undefined {
   const e = value as Partial<Entry> | null;
-  const bad = (what: string): never => {
-    throw new CairnError(ErrorCode.INVALID_INPUT, `recipe entry ${index}: ${what}`);
-  };
-  if (!e || typeof e !== 'object') bad('not an object');
-  if (typeof e!.path !== 'string') bad('path is not a string');
-  if (!ENTRY_TYPES.includes(e!.type as Entry['type'])) bad(`unknown type ${String(e!.type)}`);
-  for (const k of ['mode', 'uid', 'gid', 'mtime', 'size'] as const) {
-    if (typeof e![k] !== 'number') bad(`${k} is not a number`);
-  }
-  if (e!.type === 'file' && !isDigest(e!.digest)) bad('regular file without a sha256 digest');
+  if (!e || typeof e !== 'object') return 'not an object';
+  if (typeof e.path !== 'string') return 'path is not a string';
+  if (typeof e.type !== 'string' || !TYPES.has(e.type)) return `unknown type ${String(e.type)}`;
+  for (const k of NUMBER_KEYS) if (typeof e[k] !== 'number') return `${k} is not a number`;
+  if (e.type === 'file' && !isDigest(e.digest)) return 'regular file without a sha256 digest';
+  return undefined;
 }

@@ -417,17 +417,18 @@ class LayerBuilder {
     const t = this.t;
     let cur = this.root;
     if (path !== '') {
-      let prefix = '';
-      for (const part of path.split('/')) {
-        prefix = prefix === '' ? part : `${prefix}/${part}`;
-        const id = t.internName(part);
+      const parts = path.split('/');
+      for (let i = 0; i < parts.length; i++) {
+        const id = t.internName(parts[i] as string);
         let c = t.childById(cur, id);
         if (c === -1) c = t.addNode(cur, id, K_DIR | F_IMPLICIT);
         else {
           const k = t.kindOf(c);
           // A whiteout with entries under it in the same layer: the directory is new in this layer, so opaque.
           if (k === K_WHITEOUT) t.makeDir(c, F_IMPLICIT | F_OPAQUE);
-          else if (k !== K_DIR) bad(`${this.where(e)}: ${displayPath(prefix)} is not a directory in this layer`);
+          else if (k !== K_DIR) {
+            bad(`${this.where(e)}: ${displayPath(parts.slice(0, i + 1).join('/'))} is not a directory in this layer`);
+          }
         }
         cur = c;
       }

@@ -15,8 +15,8 @@ describe('FsMetrics', () => {
     for (let d = 1; d <= 5; d++) {
       for (let i = 0; i < d; i++) a.lookup('getattr', d, 0.001 * d + 0.0005);
     }
-    b.lookup('open', 2, 0.003);
-    b.lookup('open', undefined, 0.0001, new CairnError(ErrorCode.NOT_FOUND, 'x: no such file'));
+    b.lookup('readlink', 2, 0.003);
+    b.lookup('readlink', undefined, 0.0001, new CairnError(ErrorCode.NOT_FOUND, 'x: no such file'));
     b.lookup('getattr', 70, 0.05);
     b.lookup('readdir', 3, 0.2); // listing costs with the directory's size: not in the fit
     b.lookup('readlink', 1, 0.00001, new CairnError(ErrorCode.INVALID_INPUT, 'x: not a symlink'));
@@ -47,7 +47,7 @@ describe('FsMetrics', () => {
       )?.value;
     expect(count({ operation: 'getattr', depth: '3', source: 'metadata' })).toBe(3);
     expect(count({ operation: 'getattr', depth: '64+' })).toBe(1);
-    expect(count({ operation: 'open', depth: 'none' })).toBe(1);
+    expect(count({ operation: 'readlink', depth: 'none' })).toBe(1);
     expect(count({ operation: 'readdir', depth: '3' })).toBe(1);
     expect(count({ operation: 'read', depth: '2', source: 'network' })).toBe(1);
     expect(count({ operation: 'read', depth: '2', source: 'memory' })).toBe(1);
@@ -93,7 +93,7 @@ describe('FastHistogram', () => {
     });
     const values = [0, 0.0005, 0.001, 0.0011, 0.05, 0.1, 0.5, 1, 3, 1e9];
     values.forEach((v, i) => {
-      const labels = { op: i % 2 ? 'open' : 'getattr', depth: String(1 + (i % 3)) };
+      const labels = { op: i % 2 ? 'readlink' : 'getattr', depth: String(1 + (i % 3)) };
       fast.series(labels).observe(v);
       slow.observe(labels, v);
     });

@@ -4,7 +4,15 @@ import { mkdir, open, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CairnError, ErrorCode, isCairnError } from '../../model/errors.js';
-import { callControl, controlSocketPath } from '../../daemon/control.js';
+import type { Socket } from 'node:net';
+import {
+  callControl,
+  controlSocketPath,
+  errorOf,
+  type ControlAnswer,
+  type ControlRequest,
+} from '../../daemon/control.js';
+import type { Handoff } from '../../daemon/spawned.js';
 import type { ContentStackOptions } from '../../daemon/content-stack.js';
 import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
@@ -80,49 +88,69 @@ async function runDaemonHere(o: DaemonCliOptions, exitWhenIdle: boolean): Promis
   });
 }
 
-/** Starts a detached daemon unless one answers on the state dir's socket. */
-async function ensureDaemon(o: DaemonCliOptions): Promise<void> {
-  const socket = controlSocketPath(resolve(o.stateDir));
+/** Reads the daemon's one-line answer from the handoff pipe; rejects with the daemon's last log line if it exits first. */
+function handoffAnswer(pipe: Socket, stateDir: string): Promise<unknown> {
+  return new Promise((resolveAnswer, reject) => {
+    let buf = '';
+    pipe.setEncoding('utf8');
+    pipe.on('data', (c: string) => (buf += c));
+    pipe.on('error', () => undefined); // 'close' follows and says what matters
+    pipe.on('close', () => {
+      const line = buf.slice(0, buf.indexOf('\n'));
+      let answer: ControlAnswer;
+      try {
+        answer = JSON.parse(line) as ControlAnswer;
+      } catch {
+        // A daemon that failed at start (a --metrics address in use...) says why in its log: show it now.
+        void lastLogError(stateDir).then((why) =>
+          reject(new CairnError(ErrorCode.UNAVAILABLE, `the daemon exited at start: ${why}`)),
+        );
+        return;
+      }
+      if (answer.ok) resolveAnswer(answer.result);
+      else reject(errorOf(answer));
+    });
+  });
+}
+
+/**
+ * Sends `req` to the daemon of the state dir, starting one when none answers.
+ * A daemon started here gets the request with its options on fd 3 and starts
+ * mounting as soon as its modules are loaded: no polling for its socket.
+ */
+async function callOrStartDaemon(o: DaemonCliOptions, req: ControlRequest): Promise<unknown> {
+  const stateDir = resolve(o.stateDir);
+  const socket = controlSocketPath(stateDir);
   const metrics = metricsOption(o); // validate before talking to anything
+  const content = contentOptions(o);
+  const logLevel = logLevelOf(o.logLevel);
   try {
-    const running = (await callControl(socket, { op: 'ping' }, 5000)) as { metricsUrl?: string };
-    if (metrics) warnIfOtherMetrics(metrics, running.metricsUrl);
-    return;
+    const result = await callControl(socket, req);
+    if (metrics) {
+      const running = (await callControl(socket, { op: 'ping' }, 5000)) as { metricsUrl?: string };
+      warnIfOtherMetrics(metrics, running.metricsUrl);
+    }
+    return result;
   } catch (err) {
+    // UNAVAILABLE = nothing listens there (the request was not delivered).
     if (!isCairnError(err, ErrorCode.UNAVAILABLE)) throw err;
   }
-  contentOptions(o); // validate before starting anything
-  await mkdir(resolve(o.stateDir), { recursive: true, mode: 0o700 });
-  const logFile = await open(join(resolve(o.stateDir), 'daemon.log'), 'a');
-  const bin = fileURLToPath(new URL('../../../bin/cairn.js', import.meta.url));
-  const args = [bin, 'daemon', '--exit-when-idle', '--state-dir', o.stateDir, '--memory-cache', o.memoryCache];
-  args.push('--disk-cache', o.diskCache, '--read-deadline-ms', o.readDeadlineMs, '--log-level', o.logLevel);
-  if (o.cacheDir) args.push('--cache-dir', o.cacheDir);
-  if (o.metrics !== undefined) args.push('--metrics', o.metrics);
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', logFile.fd, logFile.fd] });
-  let exited: number | null | undefined;
-  child.once('exit', (code, signal) => (exited = code ?? (signal ? -1 : null)));
-  child.unref();
+  const handoff: Handoff = { stateDir, content, logLevel, request: req, ...(metrics ? { metrics } : {}) };
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const logFile = await open(join(stateDir, 'daemon.log'), 'a');
+  const entry = fileURLToPath(new URL('../../daemon/spawned.js', import.meta.url));
+  const child = spawn(process.execPath, [entry, '--state-dir', stateDir], {
+    detached: true,
+    stdio: ['ignore', logFile.fd, logFile.fd, 'pipe'],
+  });
   await logFile.close();
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      await callControl(socket, { op: 'ping' }, 2000);
-      return;
-    } catch (err) {
-      // A daemon that failed at start (a --metrics address in use...) says why in its log: show it now.
-      if (exited !== undefined) {
-        throw new CairnError(ErrorCode.UNAVAILABLE, `the daemon exited at start: ${await lastLogError(o.stateDir)}`, {
-          cause: err,
-        });
-      }
-      if (Date.now() > deadline) {
-        throw new CairnError(ErrorCode.UNAVAILABLE, `the daemon did not start; see ${join(o.stateDir, 'daemon.log')}`, {
-          cause: err,
-        });
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+  const pipe = child.stdio[3] as Socket;
+  pipe.write(`${JSON.stringify(handoff)}\n`);
+  try {
+    return await handoffAnswer(pipe, stateDir);
+  } finally {
+    pipe.destroy();
+    child.unref();
   }
 }
 
@@ -232,8 +260,7 @@ export function registerMount(program: Command): void {
         await daemon;
         return;
       }
-      await ensureDaemon(o);
-      const info = (await callControl(socket, req)) as MountInfo;
+      const info = (await callOrStartDaemon(o, req)) as MountInfo;
       output(
         o.json,
         info,
