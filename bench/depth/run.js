@@ -15,14 +15,14 @@
 // for the whole run, as a running container's image does. L(D) = median over the repetitions;
 // a least-squares line L = a·D + b per system and layer.
 //
-//   node bench/depth/run.js [--reps 30] [--mount-reps 3] [--depths 1,2,4,...] [--files 1000]
+//   node bench/depth/run.js [--reps 40] [--mount-reps 2] [--depths 1,2,4,...] [--files 1000]
 //        [--opens 20] [--seed 1] [--work /var/tmp] [--out bench/results/depth] [--quick]
 //
 // --quick: depths 1,4,8, 3 repetitions, 1 mount repetition, written to a temp dir (a smoke
 // test). Needs root (FUSE, overlayfs, drop_caches) and fuse-overlayfs (scripts/setup.sh).
 // This process never touches a mounted path: the prober child does.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +41,7 @@ import {
   loadAverage,
   machineInfo,
   now,
+  prng,
   procMounts,
   progress,
   quantile,
@@ -68,7 +69,7 @@ if (argv.includes('--help') || argv.includes('-h')) {
     `${[
       'usage: npm run bench -- depth [options]',
       '  --reps N         repetitions of every (system, depth, layer) measurement (default 40)',
-      '  --mount-reps N   mounts timed per (system, depth) (default 3)',
+      '  --mount-reps N   mounts timed per (system, depth) (default 2)',
       '  --depths LIST    image depths (default 1,2,4,8,12,16,20,25,30)',
       '  --files N        empty files per layer (default 1000)',
       '  --opens N        files opened per measurement (default 20)',
@@ -76,6 +77,7 @@ if (argv.includes('--help') || argv.includes('-h')) {
       '  --work DIR       where layers, mounts and the registry go (default /var/tmp)',
       '  --out DIR        results directory (default bench/results/depth)',
       '  --quick          depths 1,4,8, 3 repetitions, results to a temp dir (smoke test)',
+      '  --report FILE    only rewrite results.md and the plots in --out from a results.json',
     ].join('\n')}\n`,
   );
   process.exit(0);
@@ -85,7 +87,7 @@ const DEPTHS = opt('--depths', QUICK ? '1,4,8' : '1,2,4,8,12,16,20,25,30')
   .split(',')
   .map(Number);
 const REPS = Number(opt('--reps', QUICK ? '3' : '40'));
-const MOUNT_REPS = Number(opt('--mount-reps', QUICK ? '1' : '3'));
+const MOUNT_REPS = Number(opt('--mount-reps', QUICK ? '1' : '2'));
 const FILES = Number(opt('--files', '1000'));
 const OPENS = Number(opt('--opens', '20'));
 const SEED = Number(opt('--seed', '1'));
@@ -99,10 +101,6 @@ if (DEPTHS.some((d) => !Number.isInteger(d) || d < 1) || DEPTHS.length < 2) {
 }
 if (OPENS > FILES) throw new Error('depth bench: --opens must not exceed --files');
 const LAYERS = Math.max(...DEPTHS);
-if (process.getuid?.() !== 0) {
-  process.stderr.write('depth bench: needs root (FUSE, overlayfs, drop_caches)\n');
-  process.exit(77);
-}
 
 const SYSTEMS = ['overlay', 'fuse-overlayfs', 'cairn-stacked', 'cairn-flat'];
 const LABEL = {
@@ -111,26 +109,27 @@ const LABEL = {
   'cairn-stacked': 'cairn --lookup stacked',
   'cairn-flat': 'cairn --lookup flat',
 };
+const SHORT = {
+  overlay: 'overlayfs',
+  'fuse-overlayfs': 'fuse-overlayfs',
+  'cairn-stacked': 'cairn stacked',
+  'cairn-flat': 'cairn flat',
+};
 const COLOR = { overlay: '#1f77b4', 'fuse-overlayfs': '#ff7f0e', 'cairn-stacked': '#d62728', 'cairn-flat': '#2ca02c' };
 const POSITIONS = ['bottom', 'top'];
 /** Li et al., WWW'22, Fig. 13: L = a·D + b for 20 cold opens over overlay layers. */
 const PAPER = { a: 0.001526, b: 0.03087 };
 
+// --report FILE: rewrite results.md and the plots in --out from a results.json, measuring nothing.
+const REPORT_FROM = opt('--report', undefined);
+if (REPORT_FROM === undefined && process.getuid?.() !== 0) {
+  process.stderr.write('depth bench: needs root (FUSE, overlayfs, drop_caches)\n');
+  process.exit(77);
+}
+
 const pad = (n, w) => String(n).padStart(w, '0');
 const fileName = (layer, i) => `l${pad(layer, 2)}-${pad(i, 4)}`;
 const rotate = (arr, k) => arr.map((_, i) => arr[(i + k) % arr.length]);
-
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `k` distinct indices out of 0..n-1. */
 function pickDistinct(rand, n, k) {
@@ -140,6 +139,11 @@ function pickDistinct(rand, n, k) {
 }
 
 // ---- setup --------------------------------------------------------------------------------
+
+if (REPORT_FROM !== undefined) {
+  writeReport(JSON.parse(readFileSync(REPORT_FROM, 'utf8')));
+  process.exit(0);
+}
 
 const cleanup = new Cleanup();
 cleanupOnSignals(cleanup);
@@ -250,7 +254,10 @@ async function bench() {
 
   let t0 = now();
   const tars = await buildLayers(buildTar);
-  progress('setup', `${LAYERS} layers x ${FILES} empty files written and extracted twice in ${((now() - t0) / 1000).toFixed(1)} s`);
+  progress(
+    'setup',
+    `${LAYERS} layers x ${FILES} empty files written and extracted twice in ${((now() - t0) / 1000).toFixed(1)} s`,
+  );
   t0 = now();
   const layout = join(work, 'layout');
   await writeOciLayout(
@@ -305,7 +312,10 @@ async function bench() {
   const prober = startProber();
   const rand = prng(SEED);
   const samples = Object.fromEntries(
-    SYSTEMS.map((s) => [s, Object.fromEntries(POSITIONS.map((p) => [p, Object.fromEntries(DEPTHS.map((D) => [D, []]))]))]),
+    SYSTEMS.map((s) => [
+      s,
+      Object.fromEntries(POSITIONS.map((p) => [p, Object.fromEntries(DEPTHS.map((D) => [D, []]))])),
+    ]),
   );
   const groups = DEPTHS.flatMap((D) => POSITIONS.map((pos) => ({ D, pos })));
   const loads = [];
@@ -332,7 +342,12 @@ async function bench() {
   for (const sys of SYSTEMS) for (const D of DEPTHS) await mounts[sys][D].unmount();
 
   // Fits on the per-depth medians (the paper fitted means: both are kept).
-  const stat = (xs) => ({ ...summary(xs), p25: quantile(xs, 0.25), p75: quantile(xs, 0.75), mean: xs.reduce((a, b) => a + b, 0) / xs.length });
+  const stat = (xs) => ({
+    ...summary(xs),
+    p25: quantile(xs, 0.25),
+    p75: quantile(xs, 0.75),
+    mean: xs.reduce((a, b) => a + b, 0) / xs.length,
+  });
   const systems = {};
   for (const sys of SYSTEMS) {
     systems[sys] = { label: LABEL[sys], mountMs: {}, daemonMountMs: {} };
@@ -378,7 +393,15 @@ async function bench() {
     },
   };
   return {
-    config: { depths: DEPTHS, layers: LAYERS, filesPerLayer: FILES, opens: OPENS, reps: REPS, mountReps: MOUNT_REPS, seed: SEED },
+    config: {
+      depths: DEPTHS,
+      layers: LAYERS,
+      filesPerLayer: FILES,
+      opens: OPENS,
+      reps: REPS,
+      mountReps: MOUNT_REPS,
+      seed: SEED,
+    },
     systems,
     ratios,
     targets,
@@ -394,9 +417,9 @@ function panel(res, pos, title) {
   const series = [];
   for (const sys of SYSTEMS) {
     const s = res.systems[sys][pos];
-    series.push({ name: `${LABEL[sys]} (median)`, color: COLOR[sys], points: s.points.map((p) => [p.D, p.median]) });
+    series.push({ name: SHORT[sys], color: COLOR[sys], points: s.points.map((p) => [p.D, p.median]) });
     series.push({
-      name: `fit a=${s.fit.a.toFixed(3)} b=${s.fit.b.toFixed(2)}`,
+      name: `  fit: ${s.fit.a.toFixed(3)}·D + ${s.fit.b.toFixed(2)}`,
       color: COLOR[sys],
       dashed: true,
       points: [res.config.depths[0], res.config.layers].map((D) => [D, s.fit.a * D + s.fit.b]),
@@ -405,7 +428,7 @@ function panel(res, pos, title) {
   return lineChart({
     title,
     xLabel: 'image depth D (layers)',
-    yLabel: `ms for ${res.config.opens} cold opens`,
+    yLabel: `ms for ${res.config.opens} cold opens (median; dashed: fit)`,
     xTicks: res.config.depths,
     series,
     width: 820,
@@ -459,8 +482,11 @@ function writeReport(res) {
     for (const sys of SYSTEMS) {
       const s = res.systems[sys][pos];
       const q = res.ratios[sys][pos];
+      // A ratio of slopes means something only when kernel overlayfs's latency does grow with D.
+      const k = res.systems.overlay[pos].fit;
+      const slopeRatio = k.r2 >= 0.5 && k.a > 0 ? f2(q.slope) : 'n/a (kernel flat)';
       md.push(
-        `| ${LABEL[sys]} | ${pos} | ${f3(s.fit.a)} | ${f2(s.fit.b)} | ${f3(s.fit.r2)} | ${f2(s.points[0].median)} | ${f2(s.points.at(-1).median)} | ${f2(q.slope)} | ${f2(q.atFirst)} | ${f2(q.atLast)} |`,
+        `| ${LABEL[sys]} | ${pos} | ${f3(s.fit.a)} | ${f2(s.fit.b)} | ${f3(s.fit.r2)} | ${f2(s.points[0].median)} | ${f2(s.points.at(-1).median)} | ${slopeRatio} | ${f2(q.atFirst)} | ${f2(q.atLast)} |`,
       );
     }
   }
@@ -474,16 +500,14 @@ function writeReport(res) {
       '',
       `| D | ${SYSTEMS.map((s) => LABEL[s]).join(' | ')} |`,
       `|---|${SYSTEMS.map(() => '---').join('|')}|`,
-      ...depths.map(
-        (D, i) => `| ${D} | ${SYSTEMS.map((s) => cell(res.systems[s][pos].points[i])).join(' | ')} |`,
-      ),
+      ...depths.map((D, i) => `| ${D} | ${SYSTEMS.map((s) => cell(res.systems[s][pos].points[i])).join(' | ')} |`),
       '',
     );
   }
   md.push(
     `## Mount time against depth: ms, median (min–max) of ${res.config.mountReps}`,
     '',
-    'Wall time of the mount command run as a child: `mount -t overlay`, `fuse-overlayfs` (returns once mounted), `cairn mount` (the CLI, with the daemon already running; the daemon\'s own mount time, from the image\'s metadata to the FUSE mount, in brackets). Page cache warm.',
+    "Wall time of the mount command run as a child: `mount -t overlay`, `fuse-overlayfs` (returns once mounted), `cairn mount` (the CLI, with the daemon already running; the daemon's own mount time, from the image's metadata to the FUSE mount, in brackets). Page cache warm.",
     '',
     `| D | ${SYSTEMS.map((s) => LABEL[s]).join(' | ')} |`,
     `|---|${SYSTEMS.map(() => '---').join('|')}|`,

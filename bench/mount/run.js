@@ -73,6 +73,25 @@ const opt = (name, def) => {
   return i >= 0 ? argv[i + 1] : def;
 };
 const positional = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(
+    `${[
+      'usage: node bench/mount/run.js [mounttime|coldstart|read|all] [options]',
+      '  --runs N             runs per measurement (default 5)',
+      '  --corpus DIR         the corpus of real images (default /var/tmp/cairn-corpus)',
+      '  --images LIST        coldstart cases: REF runs its commands.json command, REF+serve a server',
+      '                       until its readiness line (known: app/web:1, lang/python:3.11-b)',
+      '  --umoci-runs N       pull+umoci reference runs (default 3)',
+      '  --variant-runs N     coldstart diagnostic variants (default 3)',
+      '  --sizes LIST         mounttime image sizes in entries (default 1000,10000,100000)',
+      '  --big-mib N          read: size of the large file (default 256)',
+      '  --small-files N      read: small files measured (default 10000)',
+      '  --work DIR           work directory (default /var/tmp)',
+      '  --out DIR            results directory (default bench/results/mount)',
+    ].join('\n')}\n`,
+  );
+  process.exit(0);
+}
 const which = positional[0] ?? 'all';
 if (![...SUBS, 'all'].includes(which)) {
   process.stderr.write(`usage: node bench/mount/run.js [${SUBS.join('|')}|all] [options]\n`);
@@ -82,7 +101,9 @@ const RUNS = Number(opt('--runs', '5'));
 const corpus = opt('--corpus', '/var/tmp/cairn-corpus');
 const out = opt('--out', join(REPO, 'bench/results/mount'));
 const sizes = opt('--sizes', '1000,10000,100000').split(',').map(Number);
-const coldImages = opt('--images', 'lang/python:3.11-a,tools/net:1,app/web:1+serve,lang/python:3.11-b+serve').split(',');
+const coldImages = opt('--images', 'lang/python:3.11-a,tools/net:1,app/web:1+serve,lang/python:3.11-b+serve').split(
+  ',',
+);
 /**
  * Long-running programs of the cold-start bench (HelloBench style): an image named `REF+serve`
  * runs `command` and is ready when a line of its output contains `readyLine`; it is then stopped
@@ -100,7 +121,9 @@ const imageOf = (id) => id.replace(/\+serve$/, '');
 const serviceOf = (id) => (id.endsWith('+serve') ? SERVICES[imageOf(id)] : undefined);
 for (const id of coldImages) {
   if (id.endsWith('+serve') && !serviceOf(id)) {
-    process.stderr.write(`--images: ${id}: no long-running command known for ${imageOf(id)} (known: ${Object.keys(SERVICES).join(', ')})\n`);
+    process.stderr.write(
+      `--images: ${id}: no long-running command known for ${imageOf(id)} (known: ${Object.keys(SERVICES).join(', ')})\n`,
+    );
     process.exit(64);
   }
 }
@@ -402,7 +425,14 @@ function runUntilReady(cmd, args, readyLine, timeoutMs = 60_000) {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (ready) resolve({ code: 0, signal, stdout: text, stderr: '', ms: ready.ms, readyLine: ready.line });
-      else resolve({ code: code ?? 1, signal, stdout: text, stderr: `not ready (no line with "${readyLine}"): ${text.slice(-2000)}`, ms: now() - t0 });
+      else
+        resolve({
+          code: code ?? 1,
+          signal,
+          stdout: text,
+          stderr: `not ready (no line with "${readyLine}"): ${text.slice(-2000)}`,
+          ms: now() - t0,
+        });
     });
   });
 }
@@ -730,11 +760,9 @@ async function benchRead() {
   // Phase 1: over the small files, cold (fresh mount, dropped caches) then warm (the same list
   // again): lstat+open+close, and separately (another fresh mount) lstat+open+read+close.
   const statopen = async (sys, mode) => {
-    const r = await runChecked(
-      process.execPath,
-      [join(REPO, 'bench/mount/statopen.js'), roots[sys], listFile, mode],
-      { timeoutMs: 300_000 },
-    );
+    const r = await runChecked(process.execPath, [join(REPO, 'bench/mount/statopen.js'), roots[sys], listFile, mode], {
+      timeoutMs: 300_000,
+    });
     const j = JSON.parse(r.stdout);
     return { filesPerS: j.files / j.seconds, MBps: j.bytes / MB / j.seconds };
   };

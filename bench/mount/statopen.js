@@ -24,7 +24,7 @@ for (const p of paths) {
   lstatSync(p);
   const fd = openSync(p, 'r');
   if (mode === 'read') {
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) bytes += n;
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) bytes += n;
   }
   closeSync(fd);
 }
