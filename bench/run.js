@@ -27,6 +27,8 @@ const BENCHES = {
       'Cold start (`npm run bench -- coldstart`)',
       '--command-name',
       'node bench/run.js coldstart',
+      '--progress-name',
+      'coldstart',
     ],
     before: ensureCorpus,
   },
@@ -41,6 +43,8 @@ const BENCHES = {
       'Throughput (`npm run bench -- throughput`)',
       '--command-name',
       'node bench/run.js throughput',
+      '--progress-name',
+      'throughput',
     ],
   },
   mount: {

@@ -62,7 +62,10 @@ import {
   waitExit,
 } from '../lib/bench.js';
 
-setProgressPrefix('mount');
+{
+  const i = process.argv.indexOf('--progress-name');
+  setProgressPrefix(i >= 0 ? process.argv[i + 1] : 'mount');
+}
 
 // ---- options ------------------------------------------------------------------------------
 
@@ -1170,7 +1173,10 @@ try {
     progress(sub, `done in ${seconds[sub].toFixed(0)} s`);
   }
   results.machine = { ...machineInfo(work), distHash };
-  results.command = process.argv.slice(2).join(' ') || 'all';
+  // The command as the user typed it: without the options bench/run.js adds for its suite names.
+  const suiteOptions = ['--out', '--title', '--command-name', '--progress-name'];
+  const typed = argv.filter((a, i) => !suiteOptions.includes(a) && !suiteOptions.includes(argv[i - 1]));
+  results.command = COMMAND_NAME === 'node bench/mount/run.js' ? typed.join(' ') || 'all' : typed.slice(1).join(' ');
   results.totalSeconds = (now() - started) / 1000;
   writeReport(results);
 } catch (err) {
