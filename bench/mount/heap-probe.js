@@ -7,7 +7,7 @@
 //
 //   node --expose-gc bench/mount/heap-probe.js URL MNT STATE_DIR REPO:TAG...   (prints JSON)
 import { join } from 'node:path';
-import { DIST } from './lib.js';
+import { DIST } from '../lib/bench.js';
 
 if (typeof globalThis.gc !== 'function') {
   process.stderr.write('heap-probe: run with node --expose-gc\n');

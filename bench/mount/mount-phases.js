@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { request } from 'undici';
-import { DIST, median } from './lib.js';
+import { DIST, median } from '../lib/bench.js';
 
 const [url, ref, mnt, repsArg] = process.argv.slice(2);
 const reps = Number(repsArg ?? 5);

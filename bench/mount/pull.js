@@ -8,7 +8,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import { basename, dirname, join } from 'node:path';
-import { now, run } from './lib.js';
+import { now, run } from '../lib/bench.js';
 
 function fetchBuffer(url) {
   return new Promise((resolve, reject) => {

@@ -24,16 +24,7 @@
 // end, on failure too, and on SIGINT/SIGTERM.
 import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  statSync,
-  readdirSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lineChart } from '../lib/svg.js';
@@ -49,7 +40,7 @@ import {
   cairnMount,
   cairnStats,
   childEnv,
-  daemonPid,
+  cleanupOnSignals,
   dropCaches,
   forceUnmount,
   freePort,
@@ -57,16 +48,24 @@ import {
   now,
   procMounts,
   progress,
+  removeTree,
   rssOf,
   run,
   runChecked,
   median,
-  setCairnRoot,
+  setProgressPrefix,
   sleep,
+  snapshotBuild,
+  startDaemon,
   startRegistry,
   summary,
   waitExit,
-} from './lib.js';
+} from '../lib/bench.js';
+
+{
+  const i = process.argv.indexOf('--progress-name');
+  setProgressPrefix(i >= 0 ? process.argv[i + 1] : 'mount');
+}
 
 // ---- options ------------------------------------------------------------------------------
 
@@ -77,6 +76,25 @@ const opt = (name, def) => {
   return i >= 0 ? argv[i + 1] : def;
 };
 const positional = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(
+    `${[
+      'usage: node bench/mount/run.js [mounttime|coldstart|read|all] [options]',
+      '  --runs N             runs per measurement (default 5)',
+      '  --corpus DIR         the corpus of real images (default /var/tmp/cairn-corpus)',
+      '  --images LIST        coldstart cases: REF runs its commands.json command, REF+serve a server',
+      '                       until its readiness line (known: app/web:1, lang/python:3.11-b)',
+      '  --umoci-runs N       pull+umoci reference runs (default 3)',
+      '  --variant-runs N     coldstart diagnostic variants (default 3)',
+      '  --sizes LIST         mounttime image sizes in entries (default 1000,10000,100000)',
+      '  --big-mib N          read: size of the large file (default 256)',
+      '  --small-files N      read: small files measured (default 10000)',
+      '  --work DIR           work directory (default /var/tmp)',
+      '  --out DIR            results directory (default bench/results/mount)',
+    ].join('\n')}\n`,
+  );
+  process.exit(0);
+}
 const which = positional[0] ?? 'all';
 if (![...SUBS, 'all'].includes(which)) {
   process.stderr.write(`usage: node bench/mount/run.js [${SUBS.join('|')}|all] [options]\n`);
@@ -86,7 +104,34 @@ const RUNS = Number(opt('--runs', '5'));
 const corpus = opt('--corpus', '/var/tmp/cairn-corpus');
 const out = opt('--out', join(REPO, 'bench/results/mount'));
 const sizes = opt('--sizes', '1000,10000,100000').split(',').map(Number);
-const coldImages = opt('--images', 'lang/python:3.11-a,tools/net:1,app/web:1').split(',');
+const coldImages = opt('--images', 'lang/python:3.11-a,tools/net:1,app/web:1+serve,lang/python:3.11-b+serve').split(
+  ',',
+);
+/**
+ * Long-running programs of the cold-start bench (HelloBench style): an image named `REF+serve`
+ * runs `command` and is ready when a line of its output contains `readyLine`; it is then stopped
+ * (SIGTERM). nginx logs "start worker process" at notice level once it listens (port 8080, the
+ * image's configuration); python's http.server prints "Serving HTTP on" once bound (port 0).
+ */
+const SERVICES = {
+  'app/web:1': { command: ['nginx', '-g', 'daemon off; error_log stderr notice;'], readyLine: 'start worker process' },
+  'lang/python:3.11-b': {
+    command: ['python3', '-u', '-m', 'http.server', '0', '--bind', '127.0.0.1'],
+    readyLine: 'Serving HTTP on',
+  },
+};
+const imageOf = (id) => id.replace(/\+serve$/, '');
+const serviceOf = (id) => (id.endsWith('+serve') ? SERVICES[imageOf(id)] : undefined);
+for (const id of coldImages) {
+  if (id.endsWith('+serve') && !serviceOf(id)) {
+    process.stderr.write(
+      `--images: ${id}: no long-running command known for ${imageOf(id)} (known: ${Object.keys(SERVICES).join(', ')})\n`,
+    );
+    process.exit(64);
+  }
+}
+const TITLE = opt('--title', 'cairn mount benchmarks');
+const COMMAND_NAME = opt('--command-name', 'node bench/mount/run.js');
 const umociRuns = Number(opt('--umoci-runs', '3'));
 const VARIANT_RUNS = Number(opt('--variant-runs', '3'));
 const BIG_MIB = Number(opt('--big-mib', '256'));
@@ -101,69 +146,19 @@ if (process.getuid?.() !== 0) {
 
 // ---- setup and cleanup ----------------------------------------------------------------------
 
-function newestMtime(dir) {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p));
-    else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
-  }
-  return newest;
-}
-const distMain = join(DIST, 'cli/main.js');
-if (!existsSync(distMain) || statSync(distMain).mtimeMs < newestMtime(join(REPO, 'src'))) {
-  progress('setup', 'dist/ is older than src/: npx tsc -p tsconfig.build.json');
-  await runChecked('npx', ['tsc', '-p', 'tsconfig.build.json'], { timeoutMs: 300_000 });
-}
-
 const cleanup = new Cleanup();
 /** Cleanup of the sub-bench running now (run at its end; the global cleanup runs it on failure). */
 let scope = cleanup;
 const work = mkdtempSync(join(workBase, 'cairn-bench-mount-'));
 const shm = mkdtempSync('/dev/shm/cairn-bench-mount-');
 
-/** Removes a work tree, first detaching anything still mounted under it; never crosses into a mount. */
-async function removeTree(dir) {
-  const under = procMounts()
-    .filter((m) => m.mnt === dir || m.mnt.startsWith(`${dir}/`))
-    .map((m) => m.mnt)
-    .sort((a, b) => b.length - a.length);
-  for (const m of under) await forceUnmount(m);
-  const left = procMounts().filter((m) => m.mnt === dir || m.mnt.startsWith(`${dir}/`));
-  if (left.length > 0) {
-    progress('cleanup', `not removing ${dir}: still mounted: ${left.map((m) => m.mnt).join(', ')}`);
-    return;
-  }
-  await run('rm', ['-rf', '--one-file-system', dir], { timeoutMs: 300_000 });
-}
 cleanup.add('remove work dirs', async () => {
   await removeTree(work);
   await removeTree(shm);
 });
 
-// A private snapshot of the build (dist/, bin/, package.json; node_modules linked): every
-// process of the run uses it, whatever happens to the repository's dist/ meanwhile.
-const snapshot = join(work, 'cairn');
-mkdirSync(snapshot);
-await runChecked('cp', ['-a', join(REPO, 'dist'), join(REPO, 'bin'), join(REPO, 'package.json'), snapshot]);
-symlinkSync(join(REPO, 'node_modules'), join(snapshot, 'node_modules'));
-const distHash = (
-  await runChecked('sh', ['-c', 'cd dist && find . -type f -name "*.js" | sort | xargs cat | sha256sum'], {
-    cwd: snapshot,
-  })
-).stdout.slice(0, 12);
-setCairnRoot(snapshot);
-progress('setup', `running cairn from a snapshot of dist/ (sha256 of its .js files ${distHash}) at ${snapshot}`);
-
-let stopping = false;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    progress('signal', `${sig}: cleaning up`);
-    void cleanup.run().finally(() => process.exit(130));
-  });
-}
+const distHash = await snapshotBuild(work);
+cleanupOnSignals(cleanup);
 
 const dist = (p) => import(join(DIST, p));
 const { buildTar } = await dist('tar/writer.js');
@@ -175,25 +170,8 @@ const MiB = 2 ** 20;
 const fmtMs = (s) => `${s.median.toFixed(0)} (${s.min.toFixed(0)}–${s.max.toFixed(0)})`;
 const rotate = (arr, k) => arr.map((_, i) => arr[(i + k) % arr.length]);
 
-/** Starts a daemon of our own (`cairn daemon`, no idle exit) on `stateDir`; resolves { pid, stop }. */
-async function startOwnDaemon(stateDir, extra = []) {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const child = spawn(process.execPath, [CAIRN, 'daemon', '--state-dir', stateDir, '--log-level', 'warn', ...extra], {
-    cwd: REPO,
-    env: childEnv(),
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const stop = scope.add(`daemon ${child.pid}`, async () => {
-    child.kill('SIGTERM'); // it unmounts what it serves, then exits
-    await waitExit(child.pid, 15_000);
-  });
-  for (let i = 0; i < 200; i++) {
-    if ((await daemonPid(stateDir)) === child.pid) return { pid: child.pid, stop };
-    await sleep(50);
-  }
-  await stop();
-  throw new Error(`cairn daemon on ${stateDir} did not answer`);
-}
+/** Starts a daemon of our own (`cairn daemon`, no idle exit) on `stateDir`, stopped with the running sub-bench. */
+const startOwnDaemon = (stateDir, extra = []) => startDaemon(scope, stateDir, extra);
 
 /** Imports one OCI layout ref into the store at `root`; not timed by the benches. */
 async function importInto(store, layout, ref, target = ref) {
@@ -418,6 +396,50 @@ async function startNginx(root) {
   throw new Error('nginx did not start');
 }
 
+/**
+ * Runs a long-running program until a line of its stdout or stderr contains `readyLine`, then
+ * stops it (SIGTERM, SIGKILL past 10 s) and waits for it to exit. Resolves like run(), with `ms`
+ * from spawn to the ready line and `readyLine` the line; code 0 when it became ready.
+ */
+function runUntilReady(cmd, args, readyLine, timeoutMs = 60_000) {
+  return new Promise((resolve, reject) => {
+    const t0 = now();
+    const child = spawn(cmd, args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    let ready;
+    const stop = () => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+    };
+    const timer = setTimeout(stop, timeoutMs);
+    const onData = (c) => {
+      text += c;
+      if (ready) return;
+      const line = text.split('\n').find((l) => l.includes(readyLine));
+      if (line) {
+        ready = { ms: now() - t0, line: line.trim() };
+        clearTimeout(timer);
+        stop();
+      }
+    };
+    child.stdout.setEncoding('utf8').on('data', onData);
+    child.stderr.setEncoding('utf8').on('data', onData);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (ready) resolve({ code: 0, signal, stdout: text, stderr: '', ms: ready.ms, readyLine: ready.line });
+      else
+        resolve({
+          code: code ?? 1,
+          signal,
+          stdout: text,
+          stderr: `not ready (no line with "${readyLine}"): ${text.slice(-2000)}`,
+          ms: now() - t0,
+        });
+    });
+  });
+}
+
 async function benchColdstart() {
   const tag = 'coldstart';
   const layout = join(corpus, 'layout');
@@ -432,13 +454,16 @@ async function benchColdstart() {
   const info = {};
   try {
     for (const ref of coldImages) {
-      const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === ref);
-      if (!desc) throw new Error(`${ref}: not in the corpus`);
-      if (!commands[ref]) throw new Error(`${ref}: no command in commands.json`);
+      const image = imageOf(ref);
+      const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === image);
+      if (!desc) throw new Error(`${image}: not in the corpus`);
+      if (!commands[image]) throw new Error(`${image}: no command in commands.json`);
       const manifest = JSON.parse(blob(desc.digest).toString());
-      const r = await importInto(store, layout, ref);
+      const r = await importInto(store, layout, image);
       info[ref] = {
-        command: commands[ref],
+        image,
+        command: serviceOf(ref)?.command ?? commands[image],
+        readyLine: serviceOf(ref)?.readyLine,
         layers: manifest.layers.length,
         mediaTypes: [...new Set(manifest.layers.map((l) => l.mediaType.split('.').pop()))],
         compressedBytes: manifest.layers.reduce((a, l) => a + l.size, 0),
@@ -446,7 +471,7 @@ async function benchColdstart() {
       };
       progress(
         tag,
-        `imported ${ref} into the cairn registry (${(r.tarBytes / MB).toFixed(0)} MB of layers, not timed)`,
+        `imported ${image} into the cairn registry (${(r.tarBytes / MB).toFixed(0)} MB of layers, not timed)`,
       );
     }
   } finally {
@@ -458,9 +483,12 @@ async function benchColdstart() {
 
   const samples = Object.fromEntries(coldImages.map((ref) => [ref, { pull: [], cairn: [], umoci: [] }]));
   let seq = 0;
+  const chrootArgs = (root, ref) => [root, '/usr/bin/env', '-i', CHROOT_PATH, ...info[ref].command];
   const runCmd = (root, ref) =>
-    run('chroot', [root, '/usr/bin/env', '-i', CHROOT_PATH, ...commands[ref]], { timeoutMs: 60_000 });
-  const firstLine = (r) => `${r.stdout}${r.stderr}`.trim().split('\n')[0];
+    serviceOf(ref)
+      ? runUntilReady('chroot', chrootArgs(root, ref), info[ref].readyLine)
+      : run('chroot', chrootArgs(root, ref), { timeoutMs: 60_000 });
+  const firstLine = (r) => r.readyLine ?? `${r.stdout}${r.stderr}`.trim().split('\n')[0];
   for (let r = 0; r < RUNS; r++) {
     for (const [i, ref] of coldImages.entries()) {
       const methods = rotate(['pull', 'cairn', ...(r < umociRuns ? ['umoci'] : [])], r + i);
@@ -471,7 +499,7 @@ async function benchColdstart() {
           const dir = join(work, `pull-${id}`);
           await dropCaches();
           const t0 = now();
-          const p = await pullAndUnpack(base, ref, dir, method === 'umoci' ? 'umoci' : 'tar');
+          const p = await pullAndUnpack(base, imageOf(ref), dir, method === 'umoci' ? 'umoci' : 'tar');
           const c = await runCmd(p.rootfs, ref);
           const t1 = now();
           if (c.code !== 0) throw new Error(`${ref} (${method}): command exited ${c.code}: ${c.stderr}`);
@@ -499,7 +527,7 @@ async function benchColdstart() {
           const t0 = now();
           const m = await cairnMount(scope, {
             url: reg.url,
-            ref,
+            ref: imageOf(ref),
             mnt,
             stateDir,
             args: ['--writable', '--upper', upper],
@@ -551,7 +579,7 @@ async function benchColdstart() {
         const t0 = now();
         const m = await cairnMount(scope, {
           url: reg.url,
-          ref,
+          ref: imageOf(ref),
           mnt,
           stateDir,
           args: ['--writable', '--upper', upper],
@@ -732,35 +760,48 @@ async function benchRead() {
   const roots = { native, overlay: ovlMnt, cairn: cairnMnt };
   const systems = Object.keys(roots);
 
-  // Phase 1: cold lstat+open+close over the small files (fresh mount, dropped caches), then warm.
-  const statopen = async (sys) => {
-    const r = await runChecked(process.execPath, [join(REPO, 'bench/mount/statopen.js'), roots[sys], listFile], {
+  // Phase 1: over the small files, cold (fresh mount, dropped caches) then warm (the same list
+  // again): lstat+open+close, and separately (another fresh mount) lstat+open+read+close.
+  const statopen = async (sys, mode) => {
+    const r = await runChecked(process.execPath, [join(REPO, 'bench/mount/statopen.js'), roots[sys], listFile, mode], {
       timeoutMs: 300_000,
     });
     const j = JSON.parse(r.stdout);
-    return j.files / j.seconds;
+    return { filesPerS: j.files / j.seconds, MBps: j.bytes / MB / j.seconds };
   };
   const so = Object.fromEntries(systems.map((k) => [k, { cold: [], warm: [] }]));
+  const sr = Object.fromEntries(systems.map((k) => [k, { cold: [], warm: [], coldMBps: [], warmMBps: [] }]));
   for (let r = 0; r < RUNS; r++) {
     for (const sys of rotate(systems, r)) {
-      if (sys === 'overlay') {
-        await forceUnmount(ovlMnt);
-        await mountOverlay();
-      } else if (sys === 'cairn') {
-        await cairnM.unmount();
-        await mountCairn();
+      for (const mode of r % 2 ? ['read', 'statopen'] : ['statopen', 'read']) {
+        if (sys === 'overlay') {
+          await forceUnmount(ovlMnt);
+          await mountOverlay();
+        } else if (sys === 'cairn') {
+          await cairnM.unmount();
+          await mountCairn();
+        }
+        await dropCaches();
+        const cold = await statopen(sys, mode);
+        const warm = await statopen(sys, mode);
+        const to = mode === 'read' ? sr[sys] : so[sys];
+        to.cold.push(cold.filesPerS);
+        to.warm.push(warm.filesPerS);
+        if (mode === 'read') {
+          to.coldMBps.push(cold.MBps);
+          to.warmMBps.push(warm.MBps);
+        }
+        progress(
+          tag,
+          `run ${r + 1}/${RUNS} ${sys}: ${mode === 'read' ? 'lstat+open+read+close' : 'lstat+open+close'} ${cold.filesPerS.toFixed(0)} files/s cold, ${warm.filesPerS.toFixed(0)} files/s warm`,
+        );
       }
-      await dropCaches();
-      const cold = await statopen(sys);
-      const warm = await statopen(sys);
-      so[sys].cold.push(cold);
-      so[sys].warm.push(warm);
-      progress(
-        tag,
-        `run ${r + 1}/${RUNS} ${sys}: lstat+open+close ${cold.toFixed(0)} files/s cold, ${warm.toFixed(0)} files/s warm`,
-      );
     }
   }
+
+  // A fresh cairn mount (new daemon, empty caches) for phase 2: what it fetches is the big file.
+  await cairnM.unmount();
+  await mountCairn();
 
   // Phase 2: sequential read of the big file with dd: once cold (dropped caches), then warm runs.
   const dd = async (sys) => {
@@ -808,11 +849,18 @@ async function benchRead() {
       cache: stats.cache,
     },
     statOpen: {},
+    smallRead: {},
     seqColdMBps: seqCold,
     seqWarm: {},
   };
   for (const sys of systems) {
     res.statOpen[sys] = { cold: summary(so[sys].cold), warm: summary(so[sys].warm) };
+    res.smallRead[sys] = {
+      cold: summary(sr[sys].cold),
+      warm: summary(sr[sys].warm),
+      coldMBps: summary(sr[sys].coldMBps),
+      warmMBps: summary(sr[sys].warmMBps),
+    };
     res.seqWarm[sys] = summary(seqWarm[sys]);
     res.seqWarmAllReads = res.seqWarmAllReads ?? {};
     res.seqWarmAllReads[sys] = summary(seqWarmAll[sys]);
@@ -843,9 +891,9 @@ function writeReport(results) {
   const m = results.machine;
   const yes = (b) => (b ? 'yes' : '**no**');
   const md = [
-    '# cairn mount benchmarks',
+    `# ${TITLE}`,
     '',
-    `Command: \`node bench/mount/run.js ${results.command}\` · commit ${m.commit}${m.srcDirty ? ' (with uncommitted changes in src/: other work in progress)' : ''} · build snapshot ${m.distHash} (sha256 of dist/*.js, copied at the start so that a concurrent rebuild cannot mix builds) · ${m.date} · ${results.totalSeconds.toFixed(0)} s`,
+    `Command: \`${COMMAND_NAME} ${results.command}\` · commit ${m.commit}${m.srcDirty ? ' (with uncommitted changes in src/: other work in progress)' : ''} · build snapshot ${m.distHash} (sha256 of dist/*.js, copied at the start so that a concurrent rebuild cannot mix builds) · ${m.date} · ${results.totalSeconds.toFixed(0)} s`,
     '',
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, kernel ${m.kernel}, Node ${m.node}, ${m.fusermount}; work dir ${m.workDir} on ${m.workFs}. Loopback only.`,
     '',
@@ -938,7 +986,14 @@ function writeReport(results) {
     md.push(
       '## 2. Cold start of a container command (`coldstart`)',
       '',
-      `Corpus images (bench/corpus, ${corpus}); command per commands.json, run as \`chroot ROOT /usr/bin/env -i PATH=... CMD\`. Before every run: \`sync; echo 3 > /proc/sys/vm/drop_caches\`. **pull+tar**: GET index.json, manifest, config and every layer blob (in parallel, sha256-checked while streaming) from nginx serving the corpus OCI layout on loopback, into a fresh OCI layout on ${m.workFs}; unpack the layers in order with GNU tar (-p, --xattrs, numeric owners) and apply whiteouts/opaque markers (bench/mount/pull.js; checked identical to \`umoci raw unpack\`, file by file); then chroot + run. **cairn**: \`cairn mount --writable --upper DIR\` from \`cairn registry serve\` (store on ${m.workFs}, images imported beforehand, not timed), a fresh --state-dir each run, so a fresh daemon with an empty memory cache and no disk cache; then chroot + run. **pull+umoci**: the same pull, unpacked by \`umoci raw unpack\` (${umociRuns} runs; a reference for a common unpacker). Median (min–max) in ms of ${RUNS} runs, methods interleaved.`,
+      `Corpus images (bench/corpus, ${corpus}); each case runs a command as \`chroot ROOT /usr/bin/env -i PATH=... CMD\` (table below): a short command runs to its end (its time is to its exit); a long-running program (\`+serve\`, in the style of HelloBench) runs until its readiness line appears on its stdout or stderr (its time is to that line), then is stopped. Before every run: \`sync; echo 3 > /proc/sys/vm/drop_caches\`. **pull+tar**: GET index.json, manifest, config and every layer blob (in parallel, sha256-checked while streaming) from nginx serving the corpus OCI layout on loopback, into a fresh OCI layout on ${m.workFs}; unpack the layers in order with GNU tar (-p, --xattrs, numeric owners) and apply whiteouts/opaque markers (bench/mount/pull.js; checked identical to \`umoci raw unpack\`, file by file); then chroot + run. **cairn**: \`cairn mount --writable --upper DIR\` from \`cairn registry serve\` (store on ${m.workFs}, images imported beforehand, not timed), a fresh --state-dir each run, so a fresh daemon with an empty memory cache and no disk cache; then chroot + run. **pull+umoci**: the same pull, unpacked by \`umoci raw unpack\` (${umociRuns} runs; a reference for a common unpacker). Median (min–max) in ms of ${RUNS} runs, methods interleaved.`,
+      '',
+      '| case | image | command | ready when a line contains |',
+      '|---|---|---|---|',
+      ...r.images.map(
+        (im) =>
+          `| ${im.ref} | ${im.image ?? im.ref} | \`${(im.command ?? []).join(' ')}\` | ${im.readyLine ? `\`${im.readyLine}\`` : '(runs to its exit)'} |`,
+      ),
       '',
       '![cold start](coldstart.svg)',
       '',
@@ -989,7 +1044,7 @@ function writeReport(results) {
     md.push(
       '## 3. Read throughput and metadata operations (`read`)',
       '',
-      `Image ${r.image.ref}: ${r.image.entries} entries in 3 layers, one ${r.image.bigFileMiB} MiB random file, ${r.image.smallFiles} small files (≤ 16 KiB) picked evenly over the sorted tree. native = the layers extracted into one directory; overlayfs = each layer extracted to its own directory, mounted read-only as lowerdirs; cairn = \`cairn mount --memory-cache 1G\` from \`cairn registry serve\` (store on the same disk). Sequential read: \`dd bs=1M\` to /dev/null in a child, MB/s from dd's own time; the first read after dropping caches is the cold one, then ${RUNS} warm samples per system, systems interleaved, each sample the median of ${DD_PER_SAMPLE} reads in a row (one warm read lasts ~50 ms). Metadata: a child (bench/mount/statopen.js) doing lstat + open + close on each small file in sorted order; cold = fresh mount (overlayfs remounted; cairn unmounted and mounted again with a new daemon) + dropped caches, warm = the same list again right after. Median (min–max) of ${RUNS} runs.`,
+      `Image ${r.image.ref}: ${r.image.entries} entries in 3 layers, one ${r.image.bigFileMiB} MiB random file, ${r.image.smallFiles} small files (≤ 16 KiB) picked evenly over the sorted tree. native = the layers extracted into one directory; overlayfs = each layer extracted to its own directory, mounted read-only as lowerdirs; cairn = \`cairn mount --memory-cache 1G\` from \`cairn registry serve\` (store on the same disk). Sequential read: \`dd bs=1M\` to /dev/null in a child, MB/s from dd's own time; the first read after dropping caches is the cold one, then ${RUNS} warm samples per system, systems interleaved, each sample the median of ${DD_PER_SAMPLE} reads in a row (one warm read lasts ~50 ms). Small files: a child (bench/mount/statopen.js) doing lstat + open + close on each small file in sorted order, and separately lstat + open + read to the end + close; cold = fresh mount (overlayfs remounted; cairn unmounted and mounted again with a new daemon, so its caches are empty and a cold read fetches from the registry) + dropped caches, warm = the same list again right after. Median (min–max) of ${RUNS} runs.`,
       '',
       '![read](read.svg)',
       '',
@@ -999,6 +1054,17 @@ function writeReport(results) {
         (k) =>
           `| ${label[k]} | ${fmtMs(r.seqWarm[k])} | ${(r.seqWarm[k].median / r.seqWarm.native.median).toFixed(2)} | ${r.seqColdMBps[k].toFixed(0)} | ${fmtMs(r.statOpen[k].cold)} | ${(r.statOpen[k].cold.median / r.statOpen.native.cold.median).toFixed(2)} | ${fmtMs(r.statOpen[k].warm)} | ${(r.statOpen[k].warm.median / r.statOpen.native.warm.median).toFixed(2)} |`,
       ),
+      '',
+      `Small-file reads (lstat + open + read to the end + close; ${r.image.smallFiles} files), files/s and MB/s:`,
+      '',
+      '| system | cold files/s | × native | cold MB/s | warm files/s | × native | warm MB/s |',
+      '|---|---|---|---|---|---|---|',
+      ...(r.smallRead
+        ? sys.map(
+            (k) =>
+              `| ${label[k]} | ${fmtMs(r.smallRead[k].cold)} | ${(r.smallRead[k].cold.median / r.smallRead.native.cold.median).toFixed(2)} | ${r.smallRead[k].coldMBps.median.toFixed(1)} | ${fmtMs(r.smallRead[k].warm)} | ${(r.smallRead[k].warm.median / r.smallRead.native.warm.median).toFixed(2)} | ${r.smallRead[k].warmMBps.median.toFixed(1)} |`,
+          )
+        : []),
       '',
       `cairn fetched ${(r.cairnMount.bytesFetched / MB).toFixed(1)} MB from the registry during the read phase (the big file once; metadata operations fetch nothing). FUSE read bytes served by the daemon during the ${RUNS} warm reads: ${r.cairnMount.servedDuringWarm} (0 = every warm read came from the kernel page cache, kept across opens by \`kernel_cache\`).`,
       '',
@@ -1059,6 +1125,12 @@ function writeReport(results) {
         groups: [
           { label: 'warm seq. read MB/s', bars: sys.map((k) => bar(r.seqWarm[k])) },
           { label: 'cold lstat+open+close files/s', bars: sys.map((k) => bar(r.statOpen[k].cold)) },
+          ...(r.smallRead
+            ? [
+                { label: 'cold small-file read files/s', bars: sys.map((k) => bar(r.smallRead[k].cold)) },
+                { label: 'warm small-file read files/s', bars: sys.map((k) => bar(r.smallRead[k].warm)) },
+              ]
+            : []),
         ],
       }),
     );
@@ -1101,7 +1173,10 @@ try {
     progress(sub, `done in ${seconds[sub].toFixed(0)} s`);
   }
   results.machine = { ...machineInfo(work), distHash };
-  results.command = process.argv.slice(2).join(' ') || 'all';
+  // The command as the user typed it: without the options bench/run.js adds for its suite names.
+  const suiteOptions = ['--out', '--title', '--command-name', '--progress-name'];
+  const typed = argv.filter((a, i) => !suiteOptions.includes(a) && !suiteOptions.includes(argv[i - 1]));
+  results.command = COMMAND_NAME === 'node bench/mount/run.js' ? typed.join(' ') || 'all' : typed.slice(1).join(' ');
   results.totalSeconds = (now() - started) / 1000;
   writeReport(results);
 } catch (err) {

@@ -1,10 +1,12 @@
-// Helpers of the mount benches: child processes with deadlines, the cleanup stack, cairn CLI
-// mounts and daemons, page-cache drops, statistics and machine facts.
+// Helpers shared by the benches (bench/run.js NAME): child processes with deadlines, the cleanup
+// stack, a private snapshot of the build, cairn CLI mounts and daemons, page-cache drops,
+// statistics (summaries, least-squares fits) and machine facts.
 //
 // Rule kept throughout: this process never serves a FUSE mount and never touches one
 // itself; every access to a mounted path happens in a child process with a deadline.
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +30,12 @@ export function setCairnRoot(root) {
 }
 export const CHROOT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export const progress = (tag, s) => process.stderr.write(`[mount:${tag}] ${s}\n`);
+let progressPrefix = 'bench';
+/** Sets the prefix of progress lines (the bench's name). */
+export function setProgressPrefix(prefix) {
+  progressPrefix = prefix;
+}
+export const progress = (tag, s) => process.stderr.write(`[${progressPrefix}:${tag}] ${s}\n`);
 export const now = () => performance.now();
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -263,6 +270,11 @@ export async function dropCaches() {
   writeFileSync('/proc/sys/vm/drop_caches', '3');
 }
 
+/** The 1, 5 and 15 minute load averages, as /proc/loadavg gives them. */
+export function loadAverage() {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
 /** Resident set size of `pid` in bytes (VmRSS). */
 export function rssOf(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -284,6 +296,46 @@ export function summary(xs) {
   const min = Math.min(...xs);
   const max = Math.max(...xs);
   return { median: med, min, max, spreadPct: med ? (100 * (max - min)) / med : NaN, n: xs.length, samples: xs };
+}
+
+/** The q-quantile (0..1) of `xs`, linear between order statistics. */
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const i = (s.length - 1) * q;
+  const lo = Math.floor(i);
+  return s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (i - lo);
+}
+
+/** Least-squares line y = a·x + b through `points` ([[x, y], ...]) and its R². */
+export function linearFit(points) {
+  const n = points.length;
+  const mx = points.reduce((t, p) => t + p[0], 0) / n;
+  const my = points.reduce((t, p) => t + p[1], 0) / n;
+  let sxx = 0;
+  let sxy = 0;
+  let syy = 0;
+  for (const [x, y] of points) {
+    sxx += (x - mx) ** 2;
+    sxy += (x - mx) * (y - my);
+    syy += (y - my) ** 2;
+  }
+  const a = sxy / sxx;
+  const b = my - a * mx;
+  const sse = points.reduce((t, [x, y]) => t + (y - (a * x + b)) ** 2, 0);
+  return { a, b, r2: syy > 0 ? 1 - sse / syy : 1, n };
+}
+
+/** mulberry32: a small deterministic PRNG. */
+export function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 // ---- machine ----------------------------------------------------------------
@@ -315,4 +367,93 @@ export function machineInfo(workDir) {
     srcDirty: Boolean(dirty),
     date: new Date().toISOString(),
   };
+}
+
+// ---- setup shared by the benches ----------------------------------------------------------
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestMtime(p));
+    else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * Builds dist/ when it is missing or older than src/, then copies dist/, bin/ and package.json
+ * into `work`/cairn (node_modules linked) and points every later cairn process at that copy,
+ * so that a rebuild of dist/ by someone else during a run cannot mix two builds. Resolves the
+ * sha256 (12 hex digits) of the copied .js files.
+ */
+export async function snapshotBuild(work) {
+  const distMain = join(REPO, 'dist/cli/main.js');
+  if (!existsSync(distMain) || statSync(distMain).mtimeMs < newestMtime(join(REPO, 'src'))) {
+    progress('setup', 'dist/ is older than src/: npx tsc -p tsconfig.build.json');
+    await runChecked('npx', ['tsc', '-p', 'tsconfig.build.json'], { timeoutMs: 300_000 });
+  }
+  const snapshot = join(work, 'cairn');
+  mkdirSync(snapshot);
+  await runChecked('cp', ['-a', join(REPO, 'dist'), join(REPO, 'bin'), join(REPO, 'package.json'), snapshot]);
+  symlinkSync(join(REPO, 'node_modules'), join(snapshot, 'node_modules'));
+  const hash = (
+    await runChecked('sh', ['-c', 'cd dist && find . -type f -name "*.js" | sort | xargs cat | sha256sum'], {
+      cwd: snapshot,
+    })
+  ).stdout.slice(0, 12);
+  setCairnRoot(snapshot);
+  progress('setup', `running cairn from a snapshot of dist/ (sha256 of its .js files ${hash}) at ${snapshot}`);
+  return hash;
+}
+
+/** Removes a work tree, first detaching anything still mounted under it; never crosses into a mount. */
+export async function removeTree(dir) {
+  const under = procMounts()
+    .filter((m) => m.mnt === dir || m.mnt.startsWith(`${dir}/`))
+    .map((m) => m.mnt)
+    .sort((a, b) => b.length - a.length);
+  for (const m of under) await forceUnmount(m);
+  const left = procMounts().filter((m) => m.mnt === dir || m.mnt.startsWith(`${dir}/`));
+  if (left.length > 0) {
+    progress('cleanup', `not removing ${dir}: still mounted: ${left.map((m) => m.mnt).join(', ')}`);
+    return;
+  }
+  await run('rm', ['-rf', '--one-file-system', dir], { timeoutMs: 300_000 });
+}
+
+/**
+ * Starts a cairn daemon of our own (`cairn daemon`, no idle exit) on `stateDir` and registers
+ * its stop with `cleanup`; resolves { pid, stop } once it answers on its control socket.
+ */
+export async function startDaemon(cleanup, stateDir, extra = []) {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const child = spawn(process.execPath, [CAIRN, 'daemon', '--state-dir', stateDir, '--log-level', 'warn', ...extra], {
+    cwd: REPO,
+    env: childEnv(),
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const stop = cleanup.add(`daemon ${child.pid}`, async () => {
+    child.kill('SIGTERM'); // it unmounts what it serves, then exits
+    await waitExit(child.pid, 15_000);
+  });
+  for (let i = 0; i < 200; i++) {
+    if ((await daemonPid(stateDir)) === child.pid) return { pid: child.pid, stop };
+    await sleep(50);
+  }
+  await stop();
+  throw new Error(`cairn daemon on ${stateDir} did not answer`);
+}
+
+/** Stops the process on the first SIGINT/SIGTERM/SIGHUP after running `cleanup`. */
+export function cleanupOnSignals(cleanup) {
+  let stopping = false;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      progress('signal', `${sig}: cleaning up`);
+      void cleanup.run().finally(() => process.exit(130));
+    });
+  }
 }
