@@ -133,6 +133,7 @@ export function orderingEdges(
   units: readonly Unit[],
   unitsByLayer: readonly number[][],
   dirs: ReturnType<typeof finalDirectories>,
+  opts: { directoryLayer?: boolean } = {},
 ): OrderEdge[] {
   const idx = new PathIndex(units);
   const seen = new Set<number>();
@@ -167,7 +168,8 @@ export function orderingEdges(
       } else ordered(u, v);
     }
   }
-  // Rule 3.
+  // Rule 3 (not needed under a directory layer: it gives every visible directory its attributes).
+  if (opts.directoryLayer) return edges;
   const { finalDirs, providers, dirsByLayer } = dirs;
   const unitsUnder = (layer: number, d: string): number[] => {
     const out = new Set<number>();

@@ -14,6 +14,7 @@ export {
 } from './cost.js';
 export { goira, unitRanks, DEFAULT_GOIRA, type GoiraOptions, type GoiraResult } from './goira.js';
 export {
+  directoryLayerEntries,
   edgeViolation,
   emitPlan,
   emitPlanLayer,
@@ -27,6 +28,7 @@ export {
   type Plan,
 } from './plan.js';
 export {
+  againstCatalog,
   ALGORITHMS,
   finishPlan,
   reconstructImage,
@@ -38,5 +40,5 @@ export {
 } from './reconstruct.js';
 export { keysSetHash, entrySetHash, sameEntrySet } from './set-hash.js';
 export { DEFAULT_SOIRA, soira, type SoiraOptions } from './soira.js';
-export { emitLayer, splitUnits, type Unit } from './units.js';
+export { emitLayer, splitUnits, withoutOverlayXattrs, type Unit } from './units.js';
 export { checkValidity, viewRows, type Validity } from './validity.js';

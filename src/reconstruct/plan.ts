@@ -5,7 +5,7 @@
 import type { Entry } from '../model/entry.js';
 import { finalDirectories, orderingEdges, type OrderEdge } from './commutativity.js';
 import { entrySetHash } from './set-hash.js';
-import { emitLayer, splitUnits, type Unit } from './units.js';
+import { emitLayer, splitUnits, withoutOverlayXattrs, type Unit } from './units.js';
 
 export interface ImageModel {
   /** The original layers, bottom first. */
@@ -15,15 +15,41 @@ export interface ImageModel {
   /** Visible directories and the entry giving their attributes (undefined: implied defaults). */
   finalDirs: Map<string, Entry | undefined>;
   edges: OrderEdge[];
+  /**
+   * Plans of this model end with a *directory layer*: every visible directory
+   * with its final attributes, so that the other new layers need not carry
+   * them (they leave directories implied) and are the same layers in every
+   * image that has the same files, whatever its directories' mtimes.
+   */
+  directoryLayer: boolean;
 }
 
 /** Unit ids per layer, bottom first. */
 export type Plan = number[][];
 
-export function modelImage(layers: Entry[][]): ImageModel {
+export function modelImage(layers: Entry[][], opts: { directoryLayer?: boolean } = {}): ImageModel {
   const { units, unitsByLayer } = splitUnits(layers);
   const dirs = finalDirectories(layers);
-  return { layers, units, unitsByLayer, finalDirs: dirs.finalDirs, edges: orderingEdges(units, unitsByLayer, dirs) };
+  const directoryLayer = opts.directoryLayer ?? false;
+  return {
+    layers,
+    units,
+    unitsByLayer,
+    finalDirs: dirs.finalDirs,
+    edges: orderingEdges(units, unitsByLayer, dirs, { directoryLayer }),
+    directoryLayer,
+  };
+}
+
+const NO_DIRS: ReadonlyMap<string, Entry | undefined> = new Map();
+
+/** The directory layer of a model: every visible directory, final attributes, overlay's own xattrs left out. */
+export function directoryLayerEntries(m: ImageModel): Entry[] {
+  const out: Entry[] = [];
+  for (const [path, e] of m.finalDirs) {
+    out.push(e ? withoutOverlayXattrs(e) : { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 });
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 /** The plan that keeps the layers as they are. */
@@ -131,7 +157,7 @@ export function emitPlanLayer(m: ImageModel, layer: readonly number[]): EmittedL
       ? (m.layers[original] as Entry[])
       : emitLayer(
           layer.map((u) => m.units[u] as Unit),
-          m.finalDirs,
+          m.directoryLayer ? NO_DIRS : m.finalDirs,
         );
   const bytes = entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0);
   const out: EmittedLayer = { entries, setHash: entrySetHash(entries), bytes };
@@ -139,6 +165,12 @@ export function emitPlanLayer(m: ImageModel, layer: readonly number[]): EmittedL
   return out;
 }
 
+/** The plan's layers, and the directory layer on top when the model has one. */
 export function emitPlan(m: ImageModel, plan: Plan): EmittedLayer[] {
-  return plan.map((l) => emitPlanLayer(m, l));
+  const out = plan.map((l) => emitPlanLayer(m, l));
+  if (m.directoryLayer) {
+    const entries = directoryLayerEntries(m);
+    out.push({ entries, setHash: entrySetHash(entries), bytes: 0 });
+  }
+  return out;
 }

@@ -17,6 +17,7 @@ import {
   type ImageModel,
   type Plan,
 } from './plan.js';
+import { entrySetHash } from './set-hash.js';
 import { DEFAULT_SOIRA, soira } from './soira.js';
 import { checkValidity, viewRows } from './validity.js';
 
@@ -30,6 +31,8 @@ export interface ReconstructOptions {
   maxIterations?: number;
   candidates?: number;
   maxMerges?: number;
+  /** End plans with a directory layer (see ImageModel.directoryLayer); default: GOIRA and OFPL yes, SOIRA no. */
+  directoryLayer?: boolean;
   /** Skip the validity check (benchmarks of plans that cannot be mounted, such as OFPL past 500 layers). */
   skipValidity?: boolean;
 }
@@ -78,6 +81,30 @@ function materialize(emitted: EmittedLayer[], catalog: LayerCatalog | undefined,
   return { layers, newBytes, cost: weightedCost(layers.length, newBytes, p) };
 }
 
+/** The same plan's figures against another catalog (what it reuses there, what is new to it). */
+export function againstCatalog(plan: ImagePlan, catalog: LayerCatalog | undefined, p: CostParams): ImagePlan {
+  const r = materialize(
+    plan.layers.map((l) => {
+      const em: EmittedLayer = { entries: l.entries, setHash: entrySetHash(l.entries), bytes: l.bytes };
+      if (l.original !== undefined) em.original = l.original;
+      return em;
+    }),
+    catalog,
+    p,
+  );
+  return { ...plan, layers: r.layers, newBytes: r.newBytes, cost: r.cost };
+}
+
+/** The layers as pushed, unchanged (what a rejected plan falls back to). */
+function asPushed(m: ImageModel): EmittedLayer[] {
+  return m.layers.map((entries, original) => ({
+    entries,
+    setHash: entrySetHash(entries),
+    bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0),
+    original,
+  }));
+}
+
 /** Checks and materializes a plan; an invalid one gives the layers as pushed, flagged. */
 export function finishPlan(
   m: ImageModel,
@@ -95,7 +122,7 @@ export function finishPlan(
     );
     if (!v.valid) rejected = v.reason;
   }
-  if (rejected !== undefined || !emitted) emitted = emitPlan(m, identityPlan(m));
+  if (rejected !== undefined || !emitted) emitted = asPushed(m);
   const r = materialize(emitted, catalog, o.cost);
   const out: ImagePlan = {
     layers: r.layers,
@@ -117,7 +144,7 @@ export function reconstructImage(
   o: ReconstructOptions,
 ): ImagePlan {
   const started = performance.now();
-  const m = modelImage(layers);
+  const m = modelImage(layers, { directoryLayer: o.directoryLayer ?? algo === 'ofpl' });
   let plan: Plan;
   if (algo === 'soira' && catalog) {
     plan = soira(m, catalog, {
@@ -138,7 +165,7 @@ export function reconstructOffline(
   o: ReconstructOptions,
 ): { plans: ImagePlan[]; fallback: number[]; merges: number; seconds: number } {
   const started = performance.now();
-  const models = images.map(modelImage);
+  const models = images.map((l) => modelImage(l, { directoryLayer: o.directoryLayer ?? true }));
   const r = goira(models, { cost: o.cost, maxMerges: o.maxMerges ?? DEFAULT_GOIRA.maxMerges });
   const plans = models.map((m, i) => finishPlan(m, r.plans[i] as Plan, catalog, o, performance.now()));
   return { plans, fallback: r.fallback, merges: r.merges, seconds: (performance.now() - started) / 1000 };

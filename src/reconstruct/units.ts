@@ -128,6 +128,18 @@ export function layerDirs(entries: Entry[]): Map<string, Entry | undefined> {
   return dirs;
 }
 
+/**
+ * A directory entry copied into another layer must not carry overlay's opaque
+ * xattr: there it would hide what lies below (the view never shows it).
+ */
+export function withoutOverlayXattrs(e: Entry): Entry {
+  if (!e.xattrs || !Object.keys(e.xattrs).some((k) => k.startsWith('trusted.overlay.'))) return e;
+  const xattrs = Object.fromEntries(Object.entries(e.xattrs).filter(([k]) => !k.startsWith('trusted.overlay.')));
+  const out: Entry = { ...e, xattrs };
+  if (Object.keys(xattrs).length === 0) delete out.xattrs;
+  return out;
+}
+
 const TYPE_RANK: Record<Entry['type'], number> = {
   whiteout: 0,
   opaque: 1,
@@ -166,8 +178,10 @@ export function emitLayer(units: readonly Unit[], finalDirs: ReadonlyMap<string,
       for (const d of requiredDirs(e)) {
         if (present.has(d) || added.has(d)) continue;
         added.add(d);
-        const f = finalDirs.get(d);
-        if (f !== undefined) out.push({ e: f, key: entryKey(f), group: d, index: 0 });
+        const given = finalDirs.get(d);
+        if (given === undefined) continue;
+        const f = withoutOverlayXattrs(given);
+        out.push({ e: f, key: entryKey(f), group: d, index: 0 });
       }
     }
   }

@@ -120,7 +120,7 @@ describe('GOIRA, OFPL, LIDH', () => {
     ]);
     const o = reconstructImage(image, 'ofpl', undefined, OPTS);
     expect(o.valid).toBe(true);
-    expect(o.layerCount).toBe(5);
+    expect(o.layerCount).toBe(5 + 1); // five units, then the directory layer
     const l = reconstructImage(image, 'lidh', undefined, OPTS);
     expect(l.layers.map((x) => x.original)).toEqual([0, 1]);
   });
