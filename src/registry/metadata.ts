@@ -457,9 +457,11 @@ export class MetadataStore {
     return row;
   }
 
-  /** Whether `image` was made by reconstruction. */
-  isReconstruction(image: Digest): boolean {
-    return this.db.prepare('SELECT 1 FROM reconstructions WHERE image = ?').get(image) !== undefined;
+  /** The image `image` was reconstructed from, when it was made by reconstruction. */
+  originalOf(image: Digest): Digest | undefined {
+    const row = this.db.prepare('SELECT original FROM reconstructions WHERE image = ?').get(image) as
+      { original: Digest } | undefined;
+    return row?.original;
   }
 
   /** Every content digest the metadata references. */

@@ -393,7 +393,7 @@ export async function reconstructStoredImage(
 /** Reconstructs many stored images together (GOIRA), each against its repository for the figures. */
 export async function reconstructStoredImages(
   store: RegistryStore,
-  images: { repository: string; digest: Digest }[],
+  images: { repository: string; digest: Digest; tags?: string[] }[],
   settings: ReconstructSettings,
   opts: { dryRun?: boolean; signal?: AbortSignal } = {},
 ): Promise<StoredReconstruction[]> {
@@ -406,16 +406,18 @@ export async function reconstructStoredImages(
   const offline = reconstructOffline(stacks, undefined, { cost: settings.cost });
   const out: StoredReconstruction[] = [];
   for (const [i, img] of rows.entries()) {
-    const { repository } = images[i] as { repository: string };
+    const { repository, tags: given } = images[i] as { repository: string; tags?: string[] };
     const catalog = catalogOf(store, repository, img.digest);
     const before = reconstructImage(stacks[i] as Entry[][], 'lidh', catalog, { cost: settings.cost });
     // The offline plan, materialized against the repository to count what it reuses.
     const plan = againstCatalog(offline.plans[i] as ImagePlan, catalog, settings.cost);
     const after: ImagePlan = { ...plan, seconds: offline.seconds / rows.length };
-    const tags = store.meta
-      .tags(repository)
-      .filter((t) => t.image === img.digest)
-      .map((t) => t.tag);
+    const tags =
+      given ??
+      store.meta
+        .tags(repository)
+        .filter((t) => t.image === img.digest)
+        .map((t) => t.tag);
     const s = summary(repository, img, 'goira', before, after, []);
     if (!opts.dryRun && after.valid && !unchanged(after) && tags.length > 0) {
       s.image = await writePlan(store, img, repository, tags, after, 'goira', opts.signal);

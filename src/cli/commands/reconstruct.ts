@@ -73,14 +73,18 @@ export function registerReconstruct(program: Command): void {
             `--repo: repository ${JSON.stringify(opts.repo)} is not in ${opts.root}`,
           );
         }
-        const targets: { repository: string; digest: `sha256:${string}` }[] = [];
+        // Each tagged image, by its original when the tag points to an earlier reconstruction:
+        // an original is regrouped again, never a reconstruction of it.
+        const targets: { repository: string; digest: `sha256:${string}`; tags: string[] }[] = [];
         for (const repository of repos) {
-          const seen = new Set<string>();
+          const byImage = new Map<string, { repository: string; digest: `sha256:${string}`; tags: string[] }>();
           for (const t of store.meta.tags(repository)) {
-            if (seen.has(t.image) || store.meta.isReconstruction(t.image)) continue;
-            seen.add(t.image);
-            targets.push({ repository, digest: t.image });
+            const digest = store.meta.originalOf(t.image) ?? t.image;
+            const target = byImage.get(digest) ?? { repository, digest, tags: [] };
+            target.tags.push(t.tag);
+            byImage.set(digest, target);
           }
+          targets.push(...byImage.values());
         }
         const beforeStore = store.meta.totals();
         const beforeTagged = store.meta.taggedLayerTotals();
