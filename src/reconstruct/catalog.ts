@@ -11,6 +11,8 @@ export interface CatalogLayer {
   id: string;
   entries: Entry[];
   keys: Set<string>;
+  /** Keys of the entries other than directories: what similarity is measured on. */
+  contentKeys: Set<string>;
   bytes: number;
 }
 
@@ -38,6 +40,7 @@ export class LayerCatalog {
       id,
       entries,
       keys: new Set(keyList),
+      contentKeys: new Set(keyList.filter((_, i) => entries[i]?.type !== 'dir')),
       bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0),
     };
     const i = this.layers.length;
@@ -45,7 +48,7 @@ export class LayerCatalog {
     const list = this.bySet.get(h);
     if (list) list.push(layer);
     else this.bySet.set(h, [layer]);
-    for (const k of layer.keys) {
+    for (const k of layer.contentKeys) {
       const p = this.byKey.get(k);
       if (p) p.push(i);
       else this.byKey.set(k, [i]);
@@ -58,7 +61,11 @@ export class LayerCatalog {
     return this.bySet.get(setHash)?.find((l) => sameEntrySet(l.entries, entries));
   }
 
-  /** Layers whose Jaccard index with `keys` is at least `min`, best first, at most `limit`. */
+  /**
+   * Layers whose Jaccard index with `keys` (entries other than directories: a layer's
+   * directory entries differ with every build's mtimes) is at least `min`, best first,
+   * at most `limit`.
+   */
   similar(keys: ReadonlySet<string>, min: number, limit: number): Similar[] {
     const common = new Map<number, number>();
     for (const k of keys) {
@@ -67,7 +74,7 @@ export class LayerCatalog {
     const out: Similar[] = [];
     for (const [i, c] of common) {
       const layer = this.layers[i] as CatalogLayer;
-      const jaccard = c / (keys.size + layer.keys.size - c);
+      const jaccard = c / (keys.size + layer.contentKeys.size - c);
       if (jaccard >= min) out.push({ layer, jaccard });
     }
     out.sort((x, y) => y.jaccard - x.jaccard || (x.layer.id < y.layer.id ? -1 : 1));

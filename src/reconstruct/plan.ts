@@ -22,6 +22,18 @@ export interface ImageModel {
    * image that has the same files, whatever its directories' mtimes.
    */
   directoryLayer: boolean;
+  /**
+   * Layers a reconstruction made identical to a catalog layer by *borrowing* its
+   * directory entries (allowed under a directory layer only, and only at paths
+   * that are directories in the image: the directory layer overrides them).
+   * Keyed by `unitSetKey`; the value is the catalog layer's entries.
+   */
+  borrowed: Map<string, Entry[]>;
+}
+
+/** The key of a set of unit ids (order-independent). */
+export function unitSetKey(layer: readonly number[]): string {
+  return [...layer].sort((a, b) => a - b).join(',');
 }
 
 /** Unit ids per layer, bottom first. */
@@ -38,6 +50,7 @@ export function modelImage(layers: Entry[][], opts: { directoryLayer?: boolean }
     finalDirs: dirs.finalDirs,
     edges: orderingEdges(units, unitsByLayer, dirs, { directoryLayer }),
     directoryLayer,
+    borrowed: new Map(),
   };
 }
 
@@ -152,13 +165,16 @@ export function emitPlanLayer(m: ImageModel, layer: readonly number[]): EmittedL
   const first = m.units[layer[0] as number] as Unit;
   const origUnits = m.unitsByLayer[first.layer] as number[];
   const original = sameUnits(layer, origUnits) ? first.layer : undefined;
+  const borrowed = m.borrowed.size > 0 ? m.borrowed.get(unitSetKey(layer)) : undefined;
   const entries =
     original !== undefined
       ? (m.layers[original] as Entry[])
-      : emitLayer(
-          layer.map((u) => m.units[u] as Unit),
-          m.directoryLayer ? NO_DIRS : m.finalDirs,
-        );
+      : borrowed !== undefined
+        ? borrowed
+        : emitLayer(
+            layer.map((u) => m.units[u] as Unit),
+            m.directoryLayer ? NO_DIRS : m.finalDirs,
+          );
   const bytes = entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0);
   const out: EmittedLayer = { entries, setHash: entrySetHash(entries), bytes };
   if (original !== undefined) out.original = original;

@@ -31,7 +31,10 @@ export interface ReconstructOptions {
   maxIterations?: number;
   candidates?: number;
   maxMerges?: number;
-  /** End plans with a directory layer (see ImageModel.directoryLayer); default: GOIRA and OFPL yes, SOIRA no. */
+  /**
+   * End plans with a directory layer (see ImageModel.directoryLayer). Default: GOIRA and
+   * OFPL yes; SOIRA tries with one and keeps the layers as pushed when that is not cheaper.
+   */
   directoryLayer?: boolean;
   /** Skip the validity check (benchmarks of plans that cannot be mounted, such as OFPL past 500 layers). */
   skipValidity?: boolean;
@@ -144,18 +147,33 @@ export function reconstructImage(
   o: ReconstructOptions,
 ): ImagePlan {
   const started = performance.now();
+  if (algo === 'soira' && catalog && o.directoryLayer === undefined) {
+    // SOIRA plans with a directory layer (so catalog layers whose directories carry other
+    // mtimes can still be matched); when that does not beat the layers as pushed, they stay.
+    const m0 = modelImage(layers);
+    const lidh = finishPlan(m0, identityPlan(m0), catalog, { ...o, skipValidity: true }, started);
+    const m = modelImage(layers, { directoryLayer: true });
+    const plan = runSoira(m, catalog, o);
+    const moved = m.borrowed.size > 0 || JSON.stringify(plan) !== JSON.stringify(identityPlan(m));
+    if (!moved) return { ...lidh, seconds: (performance.now() - started) / 1000 };
+    const p = finishPlan(m, plan, catalog, o, started);
+    return p.valid && p.cost < lidh.cost ? p : { ...lidh, seconds: (performance.now() - started) / 1000 };
+  }
   const m = modelImage(layers, { directoryLayer: o.directoryLayer ?? algo === 'ofpl' });
   let plan: Plan;
-  if (algo === 'soira' && catalog) {
-    plan = soira(m, catalog, {
-      cost: o.cost,
-      minSimilarity: o.minSimilarity ?? DEFAULT_SOIRA.minSimilarity,
-      maxIterations: o.maxIterations ?? DEFAULT_SOIRA.maxIterations,
-      candidates: o.candidates ?? DEFAULT_SOIRA.candidates,
-    });
-  } else if (algo === 'ofpl') plan = ofplPlan(m);
+  if (algo === 'soira' && catalog) plan = runSoira(m, catalog, o);
+  else if (algo === 'ofpl') plan = ofplPlan(m);
   else plan = identityPlan(m);
   return finishPlan(m, plan, catalog, o, started);
+}
+
+function runSoira(m: ImageModel, catalog: LayerCatalog, o: ReconstructOptions): Plan {
+  return soira(m, catalog, {
+    cost: o.cost,
+    minSimilarity: o.minSimilarity ?? DEFAULT_SOIRA.minSimilarity,
+    maxIterations: o.maxIterations ?? DEFAULT_SOIRA.maxIterations,
+    candidates: o.candidates ?? DEFAULT_SOIRA.candidates,
+  });
 }
 
 /** Many images at once (GOIRA); `catalog` only marks layers already stored. */

@@ -26,10 +26,19 @@
  * reused layers are never broken up to feed another; and the remainder of a
  * layer is one new layer, which later passes may match in turn.
  */
+import type { Entry } from '../model/entry.js';
 import { entryKey } from '../model/recipe.js';
 import type { LayerCatalog } from './catalog.js';
 import { weightedCost, type CostParams } from './cost.js';
-import { edgeViolation, emitPlanLayer, identityPlan, type EmittedLayer, type ImageModel, type Plan } from './plan.js';
+import {
+  edgeViolation,
+  emitPlanLayer,
+  identityPlan,
+  unitSetKey,
+  type EmittedLayer,
+  type ImageModel,
+  type Plan,
+} from './plan.js';
 import type { Unit } from './units.js';
 
 export interface SoiraOptions {
@@ -52,8 +61,12 @@ class Emitter {
     private readonly catalog: LayerCatalog,
   ) {}
 
+  forget(layer: readonly number[]): void {
+    this.cache.delete(unitSetKey(layer));
+  }
+
   get(layer: readonly number[]): { em: EmittedLayer; reused: boolean } {
-    const key = [...layer].sort((a, b) => a - b).join(',');
+    const key = unitSetKey(layer);
     let hit = this.cache.get(key);
     if (!hit) {
       const em = emitPlanLayer(this.m, layer);
@@ -102,18 +115,28 @@ export function soira(m: ImageModel, catalog: LayerCatalog, o: SoiraOptions): Pl
     for (let li = 0; li < plan.length; li++) {
       const here = emitter.get(plan[li] as number[]);
       if (here.reused) continue;
-      const keys = new Set(here.em.entries.map(entryKey));
+      const keys = new Set(here.em.entries.filter((e) => e.type !== 'dir').map(entryKey));
       const pos = positionsOf(m.units.length, plan);
       const reusedLayer = plan.map((l) => emitter.get(l).reused);
       for (const cand of catalog.similar(keys, o.minSimilarity, o.candidates)) {
         const E = cand.layer;
-        const inE = (u: number): boolean => (m.units[u] as Unit).keys.every((k) => E.keys.has(k));
+        // Under a directory layer, a plain directory entry of E at a path that is a directory in the
+        // image may be borrowed from E (the directory layer overrides it), and one of the image's own
+        // directory entries there may be left to the remainder.
+        const free = (e: Entry): boolean => m.directoryLayer && e.type === 'dir' && m.finalDirs.has(e.path);
+        const inE = (u: number): boolean => {
+          const unit = m.units[u] as Unit;
+          return unit.keys.every((k, i) => E.keys.has(k) && !free(unit.entries[i] as Entry));
+        };
         const keep = (plan[li] as number[]).filter(inE);
         const out = (plan[li] as number[]).filter((u) => !inE(u));
         const covered = new Set<string>();
         for (const u of keep) for (const k of (m.units[u] as Unit).keys) covered.add(k);
         const pulled: number[] = [];
         const pulledSet = new Set<number>();
+        const borrowedDirs: Entry[] = [];
+        for (const e of E.entries) if (free(e)) borrowedDirs.push(e);
+        for (const e of borrowedDirs) covered.add(entryKey(e));
         for (const k of E.keys) {
           if (covered.has(k)) continue;
           for (const u of unitsByKey.get(k) ?? []) {
@@ -126,7 +149,18 @@ export function soira(m: ImageModel, catalog: LayerCatalog, o: SoiraOptions): Pl
           }
         }
         const merged = [...keep, ...pulled];
-        if (merged.length === 0 || !emitter.get(merged).reused) continue;
+        if (merged.length === 0) continue;
+        if (borrowedDirs.length > 0) {
+          const key = unitSetKey(merged);
+          const have = new Set<string>();
+          for (const u of merged) for (const k of (m.units[u] as Unit).keys) have.add(k);
+          for (const e of borrowedDirs) have.add(entryKey(e));
+          // Exactly E: every entry of E covered, nothing else.
+          if (have.size !== E.keys.size || [...have].some((k) => !E.keys.has(k))) continue;
+          m.borrowed.set(key, E.entries);
+          emitter.forget(merged);
+        }
+        if (!emitter.get(merged).reused) continue;
         for (const side of ['above', 'below'] as const) {
           const next: Plan = [];
           plan.forEach((l, i) => {

@@ -40,19 +40,21 @@ describe('SOIRA', () => {
     const lidh = reconstructImage(image, 'lidh', catalog, OPTS);
     const p = reconstructImage(image, 'soira', catalog, OPTS);
     expect(p.valid).toBe(true);
-    expect(p.layerCount).toBe(3);
+    // The reused layer, the remainder (x/4, and the image's own x), y, and the directory layer.
+    expect(p.layerCount).toBe(4);
     expect(p.layers[0]!.reusedId).toBe('existing-0');
     expect(recipeId({ entries: p.layers[0]!.entries })).toBe(recipeId({ entries: existing! }));
     expect(p.layers[1]!.entries.map((e) => e.path)).toEqual(['x', 'x/4']);
+    expect(p.layers[3]!.entries.map((e) => `${e.type} ${e.path}`)).toEqual(['dir ', 'dir x', 'dir y']);
     expect(p.newBytes).toBe(4 + 1);
     expect(lidh.newBytes).toBeGreaterThan(3_000_000);
     expect(p.cost).toBeLessThan(lidh.cost);
   });
 
   it('pulls a file down from an upper layer, and puts a remainder below when the edges say so', async () => {
-    const [existing] = await parseStack([[dir('x'), file('x/1', big('1')), file('x/3', big('new'))]]);
+    const [existing] = await parseStack([[dir('x'), file('x/1', big('1')), file('x/2', '2'), file('x/3', big('new'))]]);
     const image = await parseStack([
-      [dir('x'), file('x/1', big('1')), file('x/3', 'old')],
+      [dir('x'), file('x/1', big('1')), file('x/2', '2'), file('x/3', 'old')],
       // x listed again on top, so its final attributes are the listed ones (an implied x would win otherwise).
       [dir('x'), file('x/3', big('new')), file('y', 'y')],
     ]);
@@ -63,16 +65,33 @@ describe('SOIRA', () => {
       'x,x/3',
       'existing-0',
       'x,y',
+      ',x', // the directory layer: the root (implied in the image, so written with default attributes) and x
     ]);
   });
 
-  it('does not pull a file below a whiteout that must stay under it', async () => {
+  it('does not pull a file below a whiteout that must stay under it: pulls the other one up instead', async () => {
     const [existing] = await parseStack([[dir('x'), file('x/1', big('1')), file('x/3', big('3'))]]);
     const image = await parseStack([[dir('x'), file('x/1', big('1'))], [whiteout('x/3')], [file('x/3', big('3'))]]);
     const p = reconstructImage(image, 'soira', catalogOf([existing!]), OPTS);
     expect(p.valid).toBe(true);
-    expect(p.layers.every((l) => l.reusedId === undefined)).toBe(true);
-    expect(p.layerCount).toBe(3);
+    const reused = p.layers.findIndex((l) => l.reusedId === 'existing-0');
+    const wh = p.layers.findIndex((l) => l.entries.some((e) => e.type === 'whiteout'));
+    expect(wh).toBeGreaterThanOrEqual(0);
+    expect(reused).toBeGreaterThan(wh);
+    expect(p.newBytes).toBe(0);
+  });
+
+  it("borrows a catalog layer's directory entries when only their mtimes differ (under a directory layer)", async () => {
+    const [existing] = await parseStack([[dir('usr', { mtime: 5 }), file('usr/lib', big('lib')), file('usr/z', 'z')]]);
+    const image = await parseStack([
+      [dir('usr', { mtime: 9 }), file('usr/lib', big('lib')), file('usr/z', 'z'), file('usr/mine', 'm')],
+    ]);
+    const p = reconstructImage(image, 'soira', catalogOf([existing!]), OPTS);
+    expect(p.valid).toBe(true);
+    expect(p.layers[0]!.reusedId).toBe('existing-0');
+    expect(p.newBytes).toBe(1);
+    // The directory layer on top gives usr the image's mtime.
+    expect(p.layers.at(-1)!.entries.find((e) => e.path === 'usr')?.mtime).toBe(9);
   });
 
   it('keeps the layers when storage is worth nothing (beta = 0)', async () => {
