@@ -6,21 +6,10 @@
 // An "entry" is one tar member of one layer (directories, files, symlinks, whiteouts and
 // opaque markers included), which is what a layer recipe holds and what a mount indexes.
 import { join } from 'node:path';
+import { prng } from '../lib/prng.js';
 
 const MTIME = 1_700_000_000;
 const POOL = 512;
-
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = [
   'core',

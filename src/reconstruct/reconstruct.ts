@@ -148,16 +148,24 @@ export function reconstructImage(
 ): ImagePlan {
   const started = performance.now();
   if (algo === 'soira' && catalog && o.directoryLayer === undefined) {
-    // SOIRA plans with a directory layer (so catalog layers whose directories carry other
-    // mtimes can still be matched); when that does not beat the layers as pushed, they stay.
-    const m0 = modelImage(layers);
-    const lidh = finishPlan(m0, identityPlan(m0), catalog, { ...o, skipValidity: true }, started);
-    const m = modelImage(layers, { directoryLayer: true });
-    const plan = runSoira(m, catalog, o);
-    const moved = m.borrowed.size > 0 || JSON.stringify(plan) !== JSON.stringify(identityPlan(m));
-    if (!moved) return { ...lidh, seconds: (performance.now() - started) / 1000 };
-    const p = finishPlan(m, plan, catalog, o, started);
-    return p.valid && p.cost < lidh.cost ? p : { ...lidh, seconds: (performance.now() - started) / 1000 };
+    // SOIRA plans twice: as is, and with a directory layer (so that catalog layers whose
+    // directories carry other mtimes can be matched); the cheaper valid plan wins, and the
+    // layers as pushed when neither beats them.
+    let best = finishPlan(
+      modelImage(layers),
+      identityPlan(modelImage(layers)),
+      catalog,
+      { ...o, skipValidity: true },
+      started,
+    );
+    for (const directoryLayer of [false, true]) {
+      const m = modelImage(layers, { directoryLayer });
+      const plan = runSoira(m, catalog, o);
+      if (m.borrowed.size === 0 && JSON.stringify(plan) === JSON.stringify(identityPlan(m))) continue;
+      const p = finishPlan(m, plan, catalog, o, started);
+      if (p.valid && p.cost < best.cost) best = p;
+    }
+    return { ...best, seconds: (performance.now() - started) / 1000 };
   }
   const m = modelImage(layers, { directoryLayer: o.directoryLayer ?? algo === 'ofpl' });
   let plan: Plan;
