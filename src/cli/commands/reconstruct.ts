@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { CairnError, ErrorCode } from '../../model/errors.js';
 import { output } from '../output.js';
-import { formatBytes } from '../progress.js';
+import { formatBytes, Progress } from '../progress.js';
 
 interface Opts {
   root: string;
@@ -65,6 +65,7 @@ export function registerReconstruct(program: Command): void {
       );
       if (cost.clampedB) process.stderr.write(`cairn: ${opts.costModel}: negative b clamped at 0\n`);
       const store = await RegistryStore.open(opts.root);
+      const progress = Progress.for(opts);
       try {
         const repos = opts.repo ? [opts.repo] : store.meta.repositories();
         if (opts.repo && !store.meta.hasRepository(opts.repo)) {
@@ -89,12 +90,16 @@ export function registerReconstruct(program: Command): void {
         const beforeStore = store.meta.totals();
         const beforeTagged = store.meta.taggedLayerTotals();
         const settings = { algorithm, ...cost };
+        progress.update(() => `reconstructing ${targets.length} images (${algorithm})`);
         const images =
           algorithm === 'goira'
             ? await rec.reconstructStoredImages(store, targets, settings, { dryRun: opts.dryRun ?? false })
             : [];
         if (algorithm !== 'goira') {
-          for (const t of targets) {
+          for (const [n, t] of targets.entries()) {
+            progress.update(
+              (sec) => `reconstructing ${n + 1}/${targets.length} (${t.repository}), ${sec.toFixed(0)} s`,
+            );
             images.push(await rec.reconstructStoredImage(store, { ...t, settings, dryRun: opts.dryRun ?? false }));
           }
         }
@@ -107,6 +112,7 @@ export function registerReconstruct(program: Command): void {
           if (useplan) for (const l of r.layers) projected.set(l.recipe, l.bytes);
           else for (const l of img?.layers ?? []) projected.set(l.recipe, l.fileBytes);
         }
+        progress.done();
         const afterStore = store.meta.totals();
         const result = {
           algorithm,
@@ -139,6 +145,7 @@ export function registerReconstruct(program: Command): void {
         );
         if (!result.valid) process.exitCode = 65;
       } finally {
+        progress.done();
         store.close();
       }
     });
