@@ -326,17 +326,7 @@ export function linearFit(points) {
   return { a, b, r2: syy > 0 ? 1 - sse / syy : 1, n };
 }
 
-/** mulberry32: a small deterministic PRNG. */
-export function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from './prng.js';
 
 // ---- machine ----------------------------------------------------------------
 

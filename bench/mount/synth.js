@@ -6,7 +6,7 @@
 // An "entry" is one tar member of one layer (directories, files, symlinks, whiteouts and
 // opaque markers included), which is what a layer recipe holds and what a mount indexes.
 import { join } from 'node:path';
-import { prng } from '../lib/bench.js';
+import { prng } from '../lib/prng.js';
 
 const MTIME = 1_700_000_000;
 const POOL = 512;

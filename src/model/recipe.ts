@@ -27,6 +27,11 @@ function canonicalEntry(e: Entry): Entry {
   return out;
 }
 
+/** The canonical JSON text of one entry: equal entries, and only those, have equal keys. */
+export function entryKey(e: Entry): string {
+  return JSON.stringify(canonicalEntry(e));
+}
+
 /** The canonical JSON text of a recipe; its sha256 is the recipe id. */
 export function encodeRecipe(recipe: Recipe): string {
   return JSON.stringify({ v: 1, entries: recipe.entries.map(canonicalEntry) });

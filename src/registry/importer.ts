@@ -10,6 +10,7 @@ import { parseLayer, type ContentSink } from './layer-parser.js';
 import type { NewImage, NewRecipe } from './metadata.js';
 import { parseRepoTag } from '../model/reference.js';
 import { openImageSource, splitSourceRef, type ImageSource } from './image-source.js';
+import type { ReconstructSettings, StoredReconstruction } from './reconstruct.js';
 
 export interface ImportProgress {
   layer: number;
@@ -31,6 +32,8 @@ export interface ImportResult {
   newBytes: number;
   tarBytes: number;
   seconds: number;
+  /** What online reconstruction did, when it was enabled (see src/registry/reconstruct.ts). */
+  reconstruction?: StoredReconstruction;
 }
 
 export { parseRepoTag } from '../model/reference.js';
@@ -86,7 +89,13 @@ export async function importImage(
   store: RegistryStore,
   sourceArg: string,
   target: string,
-  opts: { platform?: string; onProgress?: (p: ImportProgress) => void; signal?: AbortSignal } = {},
+  opts: {
+    platform?: string;
+    onProgress?: (p: ImportProgress) => void;
+    signal?: AbortSignal;
+    /** Reconstruct the image against its repository once it is stored (online reconstruction). */
+    reconstruct?: ReconstructSettings;
+  } = {},
 ): Promise<ImportResult> {
   const started = performance.now();
   const { repository, tag } = parseRepoTag(target);
@@ -157,7 +166,20 @@ export async function importImage(
       platform: formatPlatform(image.platform),
       layers,
     });
+    // The one reconstruction hook: loaded only when enabled (it pulls in the union view and the planner).
+    const reconstruction = opts.reconstruct
+      ? await (
+          await import('./reconstruct.js')
+        ).reconstructStoredImage(store, {
+          repository,
+          digest: image.manifestDigest,
+          settings: opts.reconstruct,
+          tags: [tag],
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        })
+      : undefined;
     return {
+      ...(reconstruction ? { reconstruction } : {}),
       repository,
       tag,
       digest: image.manifestDigest,

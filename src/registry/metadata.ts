@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS repository_images (
   image TEXT NOT NULL REFERENCES images(digest),
   PRIMARY KEY (repository, image)
 ) WITHOUT ROWID;
+-- Images made by reconstruction (src/reconstruct): which image each one regroups, and how.
+CREATE TABLE IF NOT EXISTS reconstructions (
+  image TEXT PRIMARY KEY REFERENCES images(digest),
+  original TEXT NOT NULL REFERENCES images(digest),
+  algorithm TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reconstructions_by_original ON reconstructions(original);
 CREATE TABLE IF NOT EXISTS tags (
   repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
   tag TEXT NOT NULL,
@@ -130,6 +138,8 @@ export interface NewImage {
     tarBytes: number;
     skeleton: { digest: Digest; data: Buffer };
   }[];
+  /** Set for an image made by reconstruction: the image it regroups and the algorithm. */
+  reconstructedFrom?: { original: Digest; algorithm: string };
 }
 
 export interface StoreTotals {
@@ -225,6 +235,11 @@ export class MetadataStore {
           );
           db.prepare('UPDATE recipes SET refcount = refcount + 1 WHERE id = ?').run(layer.recipe.id);
         });
+      }
+      if (img.reconstructedFrom) {
+        db.prepare(
+          'INSERT OR IGNORE INTO reconstructions (image, original, algorithm, created_ms) VALUES (?, ?, ?, ?)',
+        ).run(img.digest, img.reconstructedFrom.original, img.reconstructedFrom.algorithm, now);
       }
       db.prepare('INSERT OR IGNORE INTO repository_images (repository, image) VALUES (?, ?)').run(
         img.repository,
@@ -388,6 +403,65 @@ export class MetadataStore {
         };
       })
       .deferred();
+  }
+
+  /** A stored layer made from recipe `id` (any image's), to reuse its tar digests and skeleton. */
+  layerOfRecipe(id: Digest): Omit<LayerRow, 'position' | 'entries' | 'files' | 'fileBytes'> | undefined {
+    return this.db
+      .prepare(
+        `SELECT recipe, diff_id AS diffId, blob_digest AS blobDigest, blob_size AS blobSize, media_type AS mediaType,
+                tar_bytes AS tarBytes, skeleton FROM image_layers WHERE recipe = ? LIMIT 1`,
+      )
+      .get(id) as Omit<LayerRow, 'position' | 'entries' | 'files' | 'fileBytes'> | undefined;
+  }
+
+  /**
+   * The recipes of a repository's images other than `image` and the images
+   * reconstructed from it: the layers a reconstruction of `image` may reuse.
+   */
+  repositoryRecipes(repository: string, image: Digest): Digest[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT DISTINCT l.recipe FROM repository_images ri JOIN image_layers l ON l.image = ri.image
+            WHERE ri.repository = ? AND ri.image != ?
+              AND ri.image NOT IN (SELECT image FROM reconstructions WHERE original = ?)
+            ORDER BY l.recipe`,
+        )
+        .all(repository, image, image) as { recipe: Digest }[]
+    ).map((r) => r.recipe);
+  }
+
+  /** The image reconstructed from `original` with `algorithm`, if any. */
+  reconstructionOf(original: Digest, algorithm: string): Digest | undefined {
+    const row = this.db
+      .prepare(
+        'SELECT image FROM reconstructions WHERE original = ? AND algorithm = ? ORDER BY created_ms DESC LIMIT 1',
+      )
+      .get(original, algorithm) as { image: Digest } | undefined;
+    return row?.image;
+  }
+
+  /**
+   * Layer-level figures of what the tags point to: unique layers (recipes)
+   * of the tagged images and their regular-file bytes, as a registry storing
+   * whole layers would store them.
+   */
+  taggedLayerTotals(): { layers: number; layerBytes: number } {
+    const row = this.db
+      .prepare(
+        `SELECT count(*) AS layers, coalesce(sum(file_bytes), 0) AS layerBytes FROM recipes
+          WHERE id IN (SELECT l.recipe FROM tags t JOIN image_layers l ON l.image = t.image)`,
+      )
+      .get() as { layers: number; layerBytes: number };
+    return row;
+  }
+
+  /** The image `image` was reconstructed from, when it was made by reconstruction. */
+  originalOf(image: Digest): Digest | undefined {
+    const row = this.db.prepare('SELECT original FROM reconstructions WHERE image = ?').get(image) as
+      { original: Digest } | undefined;
+    return row?.original;
   }
 
   /** Every content digest the metadata references. */

@@ -145,3 +145,10 @@ export async function waitForListening(c: CliChild, timeoutMs = 15_000): Promise
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Ends a long-running CLI child (a `registry serve`) with SIGTERM and waits for it; nothing if it has exited. */
+export async function stopCli(c: CliChild | undefined): Promise<void> {
+  if (!c || c.child.exitCode !== null) return;
+  c.child.kill('SIGTERM');
+  await c.exited;
+}
