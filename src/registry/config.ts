@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { isLogLevel, type LogLevel } from '../util/log.js';
+import { parseOciOptions, parseUserList, type OciOptions } from './oci/options.js';
 
 export interface ServeConfig {
   root: string;
   host: string;
   port: number;
   logLevel: LogLevel;
+  /** The /v2 API: auth, limits, layer blob policy. */
+  oci: OciOptions;
 }
 
 const DEFAULT_LISTEN = '127.0.0.1:5000';
@@ -17,6 +20,22 @@ export function parseListen(value: string, what = '--listen'): { host: string; p
   if (!m || port > 65535)
     throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * The `oci` section of the config file, with the environment over it:
+ * CAIRN_OCI_USERS (`user:password,…`, replaces the file's users),
+ * CAIRN_OCI_AUTH_SCHEME (basic|bearer), CAIRN_OCI_PROTECT_READS (1|0).
+ */
+function ociConfig(section: unknown, env: NodeJS.ProcessEnv, file: string | undefined): OciOptions {
+  const base = (section && typeof section === 'object' ? { ...(section as Record<string, unknown>) } : section) as
+    Record<string, unknown> | undefined;
+  const auth = { ...((base?.auth as Record<string, unknown> | undefined) ?? {}) };
+  if (env.CAIRN_OCI_USERS) auth.users = parseUserList(env.CAIRN_OCI_USERS, 'CAIRN_OCI_USERS');
+  if (env.CAIRN_OCI_AUTH_SCHEME) auth.scheme = env.CAIRN_OCI_AUTH_SCHEME;
+  if (env.CAIRN_OCI_PROTECT_READS) auth.protectReads = env.CAIRN_OCI_PROTECT_READS === '1';
+  const merged = Object.keys(auth).length > 0 ? { ...(base ?? {}), auth } : base;
+  return parseOciOptions(merged, file ? `--config ${file}: oci` : 'oci');
 }
 
 /**
@@ -35,10 +54,10 @@ export function resolveServeConfig(
       throw new CairnError(ErrorCode.INVALID_OPTION, `--config ${cli.config}: ${(err as Error).message}`);
     }
     for (const key of Object.keys(file)) {
-      if (!['root', 'listen', 'logLevel'].includes(key)) {
+      if (!['root', 'listen', 'logLevel', 'oci'].includes(key)) {
         throw new CairnError(
           ErrorCode.INVALID_OPTION,
-          `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel)`,
+          `--config ${cli.config}: unknown key ${JSON.stringify(key)} (known: root, listen, logLevel, oci)`,
         );
       }
     }
@@ -58,5 +77,5 @@ export function resolveServeConfig(
       ErrorCode.INVALID_OPTION,
       `--log-level: ${JSON.stringify(logLevel)} is not debug|info|warn|error|silent`,
     );
-  return { root, ...listen, logLevel };
+  return { root, ...listen, logLevel, oci: ociConfig(file.oci, env, cli.config) };
 }

@@ -20,17 +20,19 @@ export function registerRegistry(program: Command): void {
 
   registry
     .command('serve')
-    .description('Serve the registry over HTTP (native API under /api/v1, /healthz, /metrics)')
+    .description(
+      'Serve the registry over HTTP (OCI distribution API under /v2, native API under /api/v1, /healthz, /metrics)',
+    )
     .option('--root <dir>', 'registry store directory (env CAIRN_ROOT)')
     .option('--listen <host:port>', 'address to listen on (env CAIRN_LISTEN)', undefined)
-    .option('--config <file>', 'JSON config file with root, listen, logLevel')
+    .option('--config <file>', 'JSON config file with root, listen, logLevel, oci (auth, limits; see README)')
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
     .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string }) => {
       const m = await registryModules();
       const cfg = resolveServeConfig(opts);
       const log = createLogger({ level: cfg.logLevel, component: 'registry' });
       const store = await m.RegistryStore.open(cfg.root);
-      const server = new m.RegistryHttpServer(store, log);
+      const server = new m.RegistryHttpServer(store, log, { oci: cfg.oci });
       const addr = await server.listen(cfg.host, cfg.port);
       log.info('listening', {
         url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,

@@ -15,6 +15,8 @@ import { errorBody, httpStatusOf } from './status.js';
 import { parseRange } from './range.js';
 import { RegistryMetrics } from './metrics.js';
 import { acceptsEncoding, ifNoneMatchHits } from './conditional.js';
+import { isOciPath, OciApi } from '../oci/api.js';
+import { DEFAULT_OCI_OPTIONS, type OciOptions } from '../oci/options.js';
 
 /** The native API's version prefix. */
 export const API_PREFIX = '/api/v1';
@@ -77,6 +79,8 @@ export class RegistryHttpServer {
   readonly metrics = new RegistryMetrics();
   private readonly routes: Route[];
   private closed = false;
+  /** The OCI distribution API on /v2, on the same listener. */
+  readonly oci: OciApi;
   /**
    * Small contents kept in memory: contents are immutable, so nothing is ever
    * invalidated, and a 4 KiB request then costs no trip through libuv's thread
@@ -90,7 +94,9 @@ export class RegistryHttpServer {
   constructor(
     private readonly store: RegistryStore,
     private readonly log: Logger,
+    opts: { oci?: OciOptions } = {},
   ) {
+    this.oci = new OciApi(store, opts.oci ?? DEFAULT_OCI_OPTIONS, log);
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
       {
@@ -130,7 +136,8 @@ export class RegistryHttpServer {
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    await this.oci.init();
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -145,6 +152,7 @@ export class RegistryHttpServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.oci.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
@@ -164,7 +172,8 @@ export class RegistryHttpServer {
         break;
       }
     }
-    const name = route?.name ?? 'unknown';
+    const oci = route === undefined && isOciPath(path);
+    const name = oci ? 'v2' : (route?.name ?? 'unknown');
     // 'close' fires for finished and for aborted responses alike, so aborts are counted too.
     res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
@@ -179,6 +188,11 @@ export class RegistryHttpServer {
         });
       }
     });
+    if (oci) {
+      // The /v2 API answers its own errors, in the specification's format.
+      await this.oci.handle(req, res, path);
+      return;
+    }
     try {
       if (!route) throw new CairnError(ErrorCode.NOT_FOUND, `no route for ${path.slice(0, 200)}`);
       if (req.method !== 'GET' && req.method !== 'HEAD') {
