@@ -29,7 +29,7 @@ import { OciMeta, type ManifestRow } from './oci-meta.js';
 import type { OciOptions } from './options.js';
 import { PushedImageSource } from './pushed-source.js';
 import { accepts, servedIndex, uncompressedManifest } from './served-manifest.js';
-import { UploadStore, type Upload } from './uploads.js';
+import { DRAIN_BYTES, UploadStore, type Upload } from './uploads.js';
 
 const IMAGE_CONFIG_TYPES: ReadonlySet<string> = new Set([MediaType.OCI_CONFIG, MediaType.DOCKER_CONFIG]);
 const MANIFEST_TYPES = [MediaType.OCI_MANIFEST, MediaType.OCI_INDEX, MediaType.DOCKER_MANIFEST, MediaType.DOCKER_LIST];
@@ -71,17 +71,58 @@ function location(repository: string, kind: string, ref: string): string {
   return `/v2/${repository}/${kind}/${ref}`;
 }
 
+/** Reads and drops the rest of a body; false when it is longer than `maxBytes` or slower than `timeoutMs`. */
+function drain(req: IncomingMessage, maxBytes: number, timeoutMs: number): Promise<boolean> {
+  if (req.readableEnded) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    let n = 0;
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      resolve(ok);
+    };
+    const onData = (chunk: Buffer): void => {
+      n += chunk.byteLength;
+      if (n > maxBytes) done(false);
+    };
+    const onEnd = (): void => done(true);
+    const onError = (): void => done(false);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+    req.resume();
+  });
+}
+
+/** The body length a request declares, if it does. */
+function declared(req: IncomingMessage): { declaredBytes?: number } {
+  const n = Number(req.headers['content-length'] ?? NaN);
+  return Number.isSafeInteger(n) && n >= 0 ? { declaredBytes: n } : {};
+}
+
 async function readBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > maxBytes)
     throw new CairnError(ErrorCode.TOO_LARGE, `${what}: ${declared} bytes is over the ${maxBytes}-byte limit`);
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    n += chunk.byteLength;
-    if (n > maxBytes) throw new CairnError(ErrorCode.TOO_LARGE, `${what}: over the ${maxBytes}-byte limit`);
-    parts.push(chunk);
-  }
+  // Not a for-await: leaving one early would destroy the request, and the reply with it.
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      n += chunk.byteLength;
+      if (n > maxBytes) {
+        req.off('data', onData);
+        req.pause();
+        reject(new CairnError(ErrorCode.TOO_LARGE, `${what}: over the ${maxBytes}-byte limit`));
+      } else parts.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', resolve);
+    req.once('error', reject);
+  });
   return Buffer.concat(parts);
 }
 
@@ -249,7 +290,7 @@ export class OciApi {
       }
       throw new CairnError(ErrorCode.NOT_FOUND, `no /v2 endpoint at ${path.slice(0, 200)}`);
     } catch (err) {
-      if (req.destroyed && !res.headersSent) {
+      if ((req.socket?.destroyed ?? true) && !res.headersSent) {
         res.destroy();
         return;
       }
@@ -264,15 +305,14 @@ export class OciApi {
         const c = this.auth.challenge(req, repository, need);
         if (c) headers['www-authenticate'] = c;
       }
-      // An unread request body (refused upload) is not drained: the connection ends with the reply.
+      // A refused body is read to its end first (up to a bound): closing a socket with unread
+      // data resets the connection, and the client would never see the reply.
       const hasBody = (req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding'] !== undefined;
-      const unread = hasBody && !req.complete;
-      if (unread) headers.connection = 'close';
+      if (hasBody && !req.complete && !(await drain(req, DRAIN_BYTES, 5000))) headers.connection = 'close';
       const body = Buffer.from(JSON.stringify(ociErrorBody(reply)));
       headers['content-length'] = body.byteLength;
       res.writeHead(reply.status, headers);
       res.end(req.method === 'HEAD' ? undefined : body);
-      if (unread) res.once('finish', () => req.destroy());
     }
   }
 
@@ -447,7 +487,7 @@ export class OciApi {
     const up = await this.uploads.create(repository);
     if (digest) {
       try {
-        await this.uploads.append(up, req);
+        await this.uploads.append(up, req, declared(req));
       } catch (err) {
         await this.uploads.cancel(up);
         throw err;
@@ -475,7 +515,7 @@ export class OciApi {
   private async appendChunk(req: IncomingMessage, res: ServerResponse, repository: string, up: Upload): Promise<void> {
     try {
       const start = this.contentRangeStart(req);
-      await this.uploads.append(up, req, start === undefined ? {} : { start });
+      await this.uploads.append(up, req, { ...declared(req), ...(start === undefined ? {} : { start }) });
     } catch (err) {
       // A refused chunk tells the client where to resume.
       for (const [k, v] of Object.entries(this.uploadHeaders(repository, up))) res.setHeader(k, v);

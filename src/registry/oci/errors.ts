@@ -13,11 +13,16 @@ const subjects = new WeakMap<object, Subject>();
 
 /** Marks an error as being about `subject` (e.g. a malformed digest parameter inside an upload). */
 export function about<T>(subject: Subject, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
+  const mark = (err: unknown): never => {
     if (err instanceof CairnError && !subjects.has(err)) subjects.set(err, subject);
     throw err;
+  };
+  try {
+    const out = fn();
+    // An async fn's failure arrives as a rejection: mark it there.
+    return (out instanceof Promise ? out.catch(mark) : out) as T;
+  } catch (err) {
+    return mark(err);
   }
 }
 

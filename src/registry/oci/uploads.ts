@@ -5,6 +5,9 @@ import { CairnError, ErrorCode, toCairnError } from '../../model/errors.js';
 import type { Digest } from '../../model/digest.js';
 import type { BlobStore } from '../blob-store.js';
 
+/** How much of a body past the size limit is read (and dropped) before the connection is cut. */
+export const DRAIN_BYTES = 8 * 1024 * 1024;
+
 /** One blob upload in progress: data appended to a private file, hashed as it arrives. */
 export interface Upload {
   readonly id: string;
@@ -82,7 +85,11 @@ export class UploadStore {
    * received so far. On a client abort the bytes that did arrive stay and
    * the upload can resume from its new size.
    */
-  async append(up: Upload, body: AsyncIterable<Buffer>, opts: { start?: number } = {}): Promise<void> {
+  async append(
+    up: Upload,
+    body: AsyncIterable<Buffer>,
+    opts: { start?: number; declaredBytes?: number } = {},
+  ): Promise<void> {
     if (up.busy) throw new CairnError(ErrorCode.RANGE, `upload ${up.id}: another request is writing to it`);
     if (opts.start !== undefined && opts.start !== up.size) {
       throw new CairnError(
@@ -90,21 +97,27 @@ export class UploadStore {
         `upload ${up.id}: chunk starts at ${opts.start} but ${up.size} bytes are stored`,
       );
     }
+    const tooLarge = (): CairnError =>
+      new CairnError(ErrorCode.TOO_LARGE, `upload ${up.id}: larger than the ${this.opts.maxBlobBytes}-byte blob limit`);
+    if (opts.declaredBytes !== undefined && up.size + opts.declaredBytes > this.opts.maxBlobBytes) throw tooLarge();
     up.busy = true;
     const fh = await open(up.path, 'a');
+    // Past the limit the rest of the body is read and dropped (up to a bound) so the refusal reaches
+    // the client: leaving the loop early would destroy the request and reset the connection.
+    let overBytes = 0;
     try {
       for await (const chunk of body) {
-        if (up.size + chunk.byteLength > this.opts.maxBlobBytes) {
-          throw new CairnError(
-            ErrorCode.TOO_LARGE,
-            `upload ${up.id}: larger than the ${this.opts.maxBlobBytes}-byte blob limit`,
-          );
+        if (overBytes > 0 || up.size + chunk.byteLength > this.opts.maxBlobBytes) {
+          overBytes += chunk.byteLength;
+          if (overBytes > DRAIN_BYTES) throw tooLarge();
+          continue;
         }
         await fh.write(chunk);
         up.hash.update(chunk);
         up.size += chunk.byteLength;
         up.updatedMs = Date.now();
       }
+      if (overBytes > 0) throw tooLarge();
     } catch (err) {
       if (err instanceof CairnError) throw err;
       const sys = err as NodeJS.ErrnoException;
