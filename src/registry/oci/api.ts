@@ -279,7 +279,7 @@ export class OciApi {
           res.setHeader('allow', Object.keys(r.methods).join(', '));
           throw new CairnError(ErrorCode.UNSUPPORTED, `${req.method} is not allowed on ${path.slice(0, 200)}`);
         }
-        if (params.length > 0 && r.pattern.source !== '^\\/v2\\/_catalog$') {
+        if (params.length > 0) {
           repository = about('name', () => checkRepositoryName(params[0] as string, 'repository name'));
         }
         need = req.method === 'GET' || req.method === 'HEAD' ? 'pull' : 'push';
