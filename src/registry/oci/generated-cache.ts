@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { CairnError, ErrorCode, toCairnError } from '../../model/errors.js';
 import { DigestBuilder, hexOf, type Digest } from '../../model/digest.js';
 
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
 /**
  * Layer tars rebuilt from recipes, kept on disk under a byte bound (least
  * recently used out first). A tar enters only after it hashed to the digest
@@ -65,10 +67,20 @@ export class GeneratedCache {
     const hasher = new DigestBuilder();
     const fh = await open(tmp, 'wx', 0o600);
     try {
+      // A layer is many small pieces (headers, padding, small files): written in 1 MiB batches.
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
       for await (const chunk of build()) {
         hasher.update(chunk);
-        await fh.write(chunk);
+        batch.push(chunk);
+        batchBytes += chunk.byteLength;
+        if (batchBytes >= WRITE_BATCH_BYTES) {
+          await fh.write(Buffer.concat(batch, batchBytes));
+          batch = [];
+          batchBytes = 0;
+        }
       }
+      if (batchBytes > 0) await fh.write(Buffer.concat(batch, batchBytes));
       await fh.close();
       if (hasher.digest() !== digest) {
         throw new CairnError(
