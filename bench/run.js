@@ -62,6 +62,18 @@ const BENCHES = {
     script: 'bench/registry/storage.js',
     args: () => [],
   },
+  oci: {
+    what: "skopeo push and pull of the corpus, cairn's /v2 against Debian's docker-registry, and disk use (bench/results/oci)",
+    script: 'bench/oci/run.js',
+    args: () => [],
+    before: ensureCorpus,
+  },
+  reconstruct: {
+    what: 'LIDH, SOIRA, GOIRA and OFPL on the corpus and on synthetic images: storage, layers, time (bench/results/reconstruct)',
+    script: 'bench/reconstruct/run.js',
+    args: () => [],
+    before: ensureCorpus,
+  },
 };
 
 function usage(stream) {

@@ -62,3 +62,39 @@ export function lineChart({ title, xLabel, yLabel, series, width = 760, height =
   out.push('</svg>');
   return out.join('\n');
 }
+
+/**
+ * Grouped bars, one panel per metric (each with its own scale).
+ * panels: [{ title, unit, bars: [{ name, value }] }]. Returns SVG text.
+ */
+export function barPanels({ title, panels, width = 760, height = 360 }) {
+  const m = { l: 20, t: 50, b: 40 };
+  const pw = (width - m.l * 2) / panels.length;
+  const h = height - m.t - m.b;
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${m.l}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+  panels.forEach((p, i) => {
+    const x0 = m.l + i * pw + 30;
+    const w = pw - 50;
+    const top = niceMax(Math.max(...p.bars.map((b) => b.value), 0));
+    const bw = w / p.bars.length - 10;
+    out.push(`<text x="${x0 + w / 2}" y="${m.t - 12}" text-anchor="middle" font-weight="bold">${esc(p.title)}</text>`);
+    out.push(`<line x1="${x0}" x2="${x0 + w}" y1="${m.t + h}" y2="${m.t + h}" stroke="black"/>`);
+    p.bars.forEach((b, j) => {
+      const bh = (b.value / top) * h;
+      const x = x0 + j * (bw + 10) + 5;
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${(m.t + h - bh).toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[j % COLORS.length]}"/>`,
+      );
+      out.push(
+        `<text x="${(x + bw / 2).toFixed(1)}" y="${(m.t + h - bh - 4).toFixed(1)}" text-anchor="middle">${esc(`${+b.value.toPrecision(3)} ${p.unit}`)}</text>`,
+      );
+      out.push(`<text x="${(x + bw / 2).toFixed(1)}" y="${m.t + h + 16}" text-anchor="middle">${esc(b.name)}</text>`);
+    });
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}

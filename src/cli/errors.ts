@@ -15,6 +15,9 @@ const EXIT: Record<ErrorCode, number> = {
   [ErrorCode.NOT_A_DIRECTORY]: 65,
   [ErrorCode.IS_A_DIRECTORY]: 65,
   [ErrorCode.RANGE]: 65,
+  [ErrorCode.UNAUTHORIZED]: 77,
+  [ErrorCode.FORBIDDEN]: 77,
+  [ErrorCode.TOO_LARGE]: 65,
   [ErrorCode.INTERNAL]: 70,
 };
 

@@ -35,6 +35,9 @@ const ERRNO: Record<ErrorCode, number> = {
   [ErrorCode.UNAVAILABLE]: Errno.EIO,
   [ErrorCode.ABORTED]: Errno.EIO,
   [ErrorCode.STORAGE]: Errno.EIO,
+  [ErrorCode.UNAUTHORIZED]: Errno.EIO,
+  [ErrorCode.FORBIDDEN]: Errno.EIO,
+  [ErrorCode.TOO_LARGE]: Errno.EIO,
   [ErrorCode.INTERNAL]: Errno.EIO,
 };
 

@@ -30,6 +30,12 @@ export const ErrorCode = {
   IS_A_DIRECTORY: 'CAIRN_ERR_IS_A_DIRECTORY',
   /** A request for a byte range outside the object. */
   RANGE: 'CAIRN_ERR_RANGE',
+  /** A request without valid credentials where credentials are required. */
+  UNAUTHORIZED: 'CAIRN_ERR_UNAUTHORIZED',
+  /** Credentials that are valid but do not allow the operation. */
+  FORBIDDEN: 'CAIRN_ERR_FORBIDDEN',
+  /** A body or object larger than a configured limit. */
+  TOO_LARGE: 'CAIRN_ERR_TOO_LARGE',
   /** A bug: an invariant that should hold did not. */
   INTERNAL: 'CAIRN_ERR_INTERNAL',
 } as const;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { isLogLevel, type LogLevel } from '../util/log.js';
+import { parseOciOptions, parseUserList, type OciOptions } from './oci/options.js';
 
 export interface ServeConfig {
   root: string;
@@ -10,6 +11,8 @@ export interface ServeConfig {
   logLevel: LogLevel;
   /** Server processes sharing the listening socket (node:cluster); 1 serves from this process. */
   workers: number;
+  /** The /v2 API: auth, limits, layer blob policy. */
+  oci: OciOptions;
 }
 
 /** Upper bound of --workers: more processes than this only add memory. */
@@ -28,7 +31,7 @@ export function parseWorkers(value: string, what = '--workers'): number {
 }
 
 const DEFAULT_LISTEN = '127.0.0.1:5000';
-const CONFIG_KEYS = ['root', 'listen', 'logLevel', 'workers'];
+const CONFIG_KEYS = ['root', 'listen', 'logLevel', 'workers', 'oci'];
 
 export function parseListen(value: string, what = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
@@ -36,6 +39,22 @@ export function parseListen(value: string, what = '--listen'): { host: string; p
   if (!m || port > 65535)
     throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * The `oci` section of the config file, with the environment over it:
+ * CAIRN_OCI_USERS (`user:password,…`, replaces the file's users),
+ * CAIRN_OCI_AUTH_SCHEME (basic|bearer), CAIRN_OCI_PROTECT_READS (1|0).
+ */
+function ociConfig(section: unknown, env: NodeJS.ProcessEnv, file: string | undefined): OciOptions {
+  const base = (section && typeof section === 'object' ? { ...(section as Record<string, unknown>) } : section) as
+    Record<string, unknown> | undefined;
+  const auth = { ...((base?.auth as Record<string, unknown> | undefined) ?? {}) };
+  if (env.CAIRN_OCI_USERS) auth.users = parseUserList(env.CAIRN_OCI_USERS, 'CAIRN_OCI_USERS');
+  if (env.CAIRN_OCI_AUTH_SCHEME) auth.scheme = env.CAIRN_OCI_AUTH_SCHEME;
+  if (env.CAIRN_OCI_PROTECT_READS) auth.protectReads = env.CAIRN_OCI_PROTECT_READS === '1';
+  const merged = Object.keys(auth).length > 0 ? { ...(base ?? {}), auth } : base;
+  return parseOciOptions(merged, file ? `--config ${file}: oci` : 'oci');
 }
 
 /**
@@ -86,5 +105,5 @@ export function resolveServeConfig(
         ? 'CAIRN_WORKERS'
         : `--config ${cli.config ?? ''}: workers`,
   );
-  return { root, ...listen, logLevel, workers };
+  return { root, ...listen, logLevel, workers, oci: ociConfig(file.oci, env, cli.config) };
 }

@@ -87,7 +87,7 @@ function recipeOf(entries: Entry[], chunks: Map<Digest, Buffer>): NewRecipe {
  */
 export async function importImage(
   store: RegistryStore,
-  sourceArg: string,
+  sourceArg: string | { source: ImageSource; ref?: string },
   target: string,
   opts: {
     platform?: string;
@@ -95,13 +95,17 @@ export async function importImage(
     signal?: AbortSignal;
     /** Reconstruct the image against its repository once it is stored (online reconstruction). */
     reconstruct?: ReconstructSettings;
+    /** Record the image in the repository without tagging it (a push by digest); `target`'s tag is ignored. */
+    untagged?: boolean;
   } = {},
 ): Promise<ImportResult> {
   const started = performance.now();
   const { repository, tag } = parseRepoTag(target);
   const platform: Platform = parsePlatform(opts.platform ?? 'linux/amd64');
-  const { path, ref } = await splitSourceRef(sourceArg);
-  const source: ImageSource = await openImageSource(path, { tmpDir: join(store.root, 'tmp') });
+  // A source the caller already holds (the /v2 API's uploaded blobs) is used as it is.
+  const { path, ref } = typeof sourceArg === 'string' ? await splitSourceRef(sourceArg) : { path: '', ...sourceArg };
+  const source: ImageSource =
+    typeof sourceArg === 'string' ? await openImageSource(path, { tmpDir: join(store.root, 'tmp') }) : sourceArg.source;
   try {
     const image = await source.resolve(ref, platform);
     const diffIds = image.config.rootfs?.diff_ids ?? [];
@@ -157,7 +161,7 @@ export async function importImage(
     const known = new Set(layers.map((l) => l.recipe.id).filter((id) => store.meta.recipe(id) !== undefined));
     store.meta.commitImage({
       repository,
-      tag,
+      tag: opts.untagged ? undefined : tag,
       digest: image.manifestDigest,
       manifest: image.manifestBytes,
       manifestMediaType: image.manifest.mediaType,

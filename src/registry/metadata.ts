@@ -122,7 +122,8 @@ export interface NewRecipe {
 
 export interface NewImage {
   repository: string;
-  tag: string;
+  /** Undefined: the image joins the repository untagged. */
+  tag: string | undefined;
   digest: Digest;
   manifest: Buffer;
   manifestMediaType: string;
@@ -245,11 +246,13 @@ export class MetadataStore {
         img.repository,
         img.digest,
       );
-      db.prepare(
-        `INSERT INTO tags (repository, tag, image, updated_ms) VALUES (?, ?, ?, ?)
-         ON CONFLICT (repository, tag) DO UPDATE SET image = excluded.image, updated_ms = excluded.updated_ms
-         WHERE tags.image != excluded.image`,
-      ).run(img.repository, img.tag, img.digest, now);
+      if (img.tag !== undefined) {
+        db.prepare(
+          `INSERT INTO tags (repository, tag, image, updated_ms) VALUES (?, ?, ?, ?)
+           ON CONFLICT (repository, tag) DO UPDATE SET image = excluded.image, updated_ms = excluded.updated_ms
+           WHERE tags.image != excluded.image`,
+        ).run(img.repository, img.tag, img.digest, now);
+      }
     });
     try {
       tx.immediate();

@@ -22,10 +22,12 @@ export function registerRegistry(program: Command): void {
 
   registry
     .command('serve')
-    .description('Serve the registry over HTTP (native API under /api/v1, /healthz, /metrics)')
+    .description(
+      'Serve the registry over HTTP (OCI distribution API under /v2, native API under /api/v1, /healthz, /metrics)',
+    )
     .option('--root <dir>', 'registry store directory (env CAIRN_ROOT)')
     .option('--listen <host:port>', 'address to listen on (env CAIRN_LISTEN)', undefined)
-    .option('--config <file>', 'JSON config file with root, listen, logLevel')
+    .option('--config <file>', 'JSON config file with root, listen, logLevel, oci (auth, limits; see README)')
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
     .option('--workers <n>', 'server processes sharing the socket: a number or auto, one per CPU (env CAIRN_WORKERS)')
     .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string; workers?: string }) => {
@@ -52,6 +54,7 @@ export function registerRegistry(program: Command): void {
       const server = new m.RegistryHttpServer(store, log, {
         metrics,
         metricsText: cluster?.workerMetrics(metrics.registry),
+        oci: cfg.oci,
       });
       const addr = await server.listen(cfg.host, cfg.port);
       if (!worker) announce(addr);

@@ -15,6 +15,8 @@ import { errorBody, httpStatusOf } from './status.js';
 import { parseRange } from './range.js';
 import { RegistryMetrics } from './metrics.js';
 import { acceptsEncoding, ifNoneMatchHits } from './conditional.js';
+import { isOciPath, OciApi } from '../oci/api.js';
+import { DEFAULT_OCI_OPTIONS, type OciOptions } from '../oci/options.js';
 
 /** The native API's version prefix. */
 export const API_PREFIX = '/api/v1';
@@ -75,6 +77,8 @@ export interface RegistryHttpServerOptions {
    * cluster worker answers with the primary's sum over every worker.
    */
   metricsText?: () => Promise<{ text: string; contentType: string }>;
+  /** The /v2 API's auth, limits and layer blob policy (DEFAULT_OCI_OPTIONS when absent). */
+  oci?: OciOptions;
 }
 
 /**
@@ -87,6 +91,8 @@ export class RegistryHttpServer {
   readonly metrics: RegistryMetrics;
   private readonly routes: Route[];
   private closed = false;
+  /** The OCI distribution API on /v2, on the same listener. */
+  readonly oci: OciApi;
   /**
    * Small contents kept in memory: contents are immutable, so nothing is ever
    * invalidated, and a 4 KiB request then costs no trip through libuv's thread
@@ -103,6 +109,7 @@ export class RegistryHttpServer {
     private readonly opts: RegistryHttpServerOptions = {},
   ) {
     this.metrics = opts.metrics ?? new RegistryMetrics();
+    this.oci = new OciApi(store, opts.oci ?? DEFAULT_OCI_OPTIONS, log);
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
       {
@@ -142,7 +149,8 @@ export class RegistryHttpServer {
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => void this.handle(req, res));
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    await this.oci.init();
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -157,6 +165,7 @@ export class RegistryHttpServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.oci.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
@@ -176,7 +185,8 @@ export class RegistryHttpServer {
         break;
       }
     }
-    const name = route?.name ?? 'unknown';
+    const oci = route === undefined && isOciPath(path);
+    const name = oci ? 'v2' : (route?.name ?? 'unknown');
     // 'close' fires for finished and for aborted responses alike, so aborts are counted too.
     res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
@@ -190,6 +200,11 @@ export class RegistryHttpServer {
         });
       }
     });
+    if (oci) {
+      // The /v2 API answers its own errors, in the specification's format.
+      await this.oci.handle(req, res, path);
+      return;
+    }
     try {
       if (!route) throw new CairnError(ErrorCode.NOT_FOUND, `no route for ${path.slice(0, 200)}`);
       if (req.method !== 'GET' && req.method !== 'HEAD') {

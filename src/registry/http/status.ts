@@ -15,6 +15,9 @@ const STATUS: Record<ErrorCode, number> = {
   [ErrorCode.NOT_A_DIRECTORY]: 400,
   [ErrorCode.IS_A_DIRECTORY]: 400,
   [ErrorCode.RANGE]: 416,
+  [ErrorCode.UNAUTHORIZED]: 401,
+  [ErrorCode.FORBIDDEN]: 403,
+  [ErrorCode.TOO_LARGE]: 413,
   [ErrorCode.INTERNAL]: 500,
 };
 
