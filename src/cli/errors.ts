@@ -15,6 +15,8 @@ const EXIT: Record<ErrorCode, number> = {
   [ErrorCode.NOT_A_DIRECTORY]: 65,
   [ErrorCode.IS_A_DIRECTORY]: 65,
   [ErrorCode.RANGE]: 65,
+  [ErrorCode.ALREADY_EXISTS]: 65,
+  [ErrorCode.FAILED_PRECONDITION]: 65,
   [ErrorCode.INTERNAL]: 70,
 };
 

@@ -4,6 +4,7 @@ import { registerImport } from './commands/import.js';
 import { registerRegistry } from './commands/registry.js';
 import { registerSample } from './commands/sample.js';
 import { registerMount } from './commands/mount.js';
+import { registerSnapshotter } from './commands/snapshotter.js';
 
 export function buildProgram(): Command {
   const program = new Command('cairn')
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerRegistry(program);
   registerSample(program);
   registerMount(program);
+  registerSnapshotter(program);
   return program;
 }
 

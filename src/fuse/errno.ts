@@ -7,6 +7,7 @@ export const Errno = {
   EIO: -5,
   EBADF: -9,
   EACCES: -13,
+  EEXIST: -17,
   ENOTDIR: -20,
   EISDIR: -21,
   EINVAL: -22,
@@ -35,6 +36,8 @@ const ERRNO: Record<ErrorCode, number> = {
   [ErrorCode.UNAVAILABLE]: Errno.EIO,
   [ErrorCode.ABORTED]: Errno.EIO,
   [ErrorCode.STORAGE]: Errno.EIO,
+  [ErrorCode.ALREADY_EXISTS]: Errno.EEXIST,
+  [ErrorCode.FAILED_PRECONDITION]: Errno.EIO,
   [ErrorCode.INTERNAL]: Errno.EIO,
 };
 

@@ -30,6 +30,10 @@ export const ErrorCode = {
   IS_A_DIRECTORY: 'CAIRN_ERR_IS_A_DIRECTORY',
   /** A request for a byte range outside the object. */
   RANGE: 'CAIRN_ERR_RANGE',
+  /** An object created under a name that is already taken (a snapshot key). */
+  ALREADY_EXISTS: 'CAIRN_ERR_ALREADY_EXISTS',
+  /** An operation the object's state does not allow (removing a snapshot with children). */
+  FAILED_PRECONDITION: 'CAIRN_ERR_FAILED_PRECONDITION',
   /** A bug: an invariant that should hold did not. */
   INTERNAL: 'CAIRN_ERR_INTERNAL',
 } as const;

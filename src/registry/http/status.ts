@@ -15,6 +15,8 @@ const STATUS: Record<ErrorCode, number> = {
   [ErrorCode.NOT_A_DIRECTORY]: 400,
   [ErrorCode.IS_A_DIRECTORY]: 400,
   [ErrorCode.RANGE]: 416,
+  [ErrorCode.ALREADY_EXISTS]: 409,
+  [ErrorCode.FAILED_PRECONDITION]: 409,
   [ErrorCode.INTERNAL]: 500,
 };
 
