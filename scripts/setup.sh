@@ -8,7 +8,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(libfuse2 fuse3 busybox-static zstd skopeo umoci nginx-light wrk)
+PACKAGES=(libfuse2 fuse3 busybox-static zstd skopeo umoci nginx-light wrk containerd runc docker-registry)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

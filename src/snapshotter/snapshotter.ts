@@ -44,14 +44,8 @@ export interface SnapshotterOptions {
 }
 
 function infoOf(rec: SnapshotRecord): SnapshotInfo {
-  return {
-    name: rec.key,
-    parent: rec.parent,
-    kind: rec.kind,
-    createdMs: rec.createdMs,
-    updatedMs: rec.updatedMs,
-    labels: rec.labels,
-  };
+  const { key, parent, kind, createdMs, updatedMs, labels } = rec;
+  return { name: key, parent, kind, createdMs, updatedMs, labels };
 }
 
 function checkKey(key: string, what: string): void {
