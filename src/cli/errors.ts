@@ -18,6 +18,8 @@ const EXIT: Record<ErrorCode, number> = {
   [ErrorCode.UNAUTHORIZED]: 77,
   [ErrorCode.FORBIDDEN]: 77,
   [ErrorCode.TOO_LARGE]: 65,
+  [ErrorCode.ALREADY_EXISTS]: 65,
+  [ErrorCode.FAILED_PRECONDITION]: 65,
   [ErrorCode.INTERNAL]: 70,
 };
 

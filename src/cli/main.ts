@@ -5,6 +5,7 @@ import { registerRegistry } from './commands/registry.js';
 import { registerSample } from './commands/sample.js';
 import { registerMount } from './commands/mount.js';
 import { registerReconstruct } from './commands/reconstruct.js';
+import { registerSnapshotter } from './commands/snapshotter.js';
 
 export function buildProgram(): Command {
   const program = new Command('cairn')
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerSample(program);
   registerMount(program);
   registerReconstruct(program);
+  registerSnapshotter(program);
   return program;
 }
 

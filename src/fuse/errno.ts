@@ -7,6 +7,7 @@ export const Errno = {
   EIO: -5,
   EBADF: -9,
   EACCES: -13,
+  EEXIST: -17,
   ENOTDIR: -20,
   EISDIR: -21,
   EINVAL: -22,
@@ -38,6 +39,8 @@ const ERRNO: Record<ErrorCode, number> = {
   [ErrorCode.UNAUTHORIZED]: Errno.EIO,
   [ErrorCode.FORBIDDEN]: Errno.EIO,
   [ErrorCode.TOO_LARGE]: Errno.EIO,
+  [ErrorCode.ALREADY_EXISTS]: Errno.EEXIST,
+  [ErrorCode.FAILED_PRECONDITION]: Errno.EIO,
   [ErrorCode.INTERNAL]: Errno.EIO,
 };
 

@@ -36,6 +36,10 @@ export const ErrorCode = {
   FORBIDDEN: 'CAIRN_ERR_FORBIDDEN',
   /** A body or object larger than a configured limit. */
   TOO_LARGE: 'CAIRN_ERR_TOO_LARGE',
+  /** An object created under a name that is already taken (a snapshot key). */
+  ALREADY_EXISTS: 'CAIRN_ERR_ALREADY_EXISTS',
+  /** An operation the object's state does not allow (removing a snapshot with children). */
+  FAILED_PRECONDITION: 'CAIRN_ERR_FAILED_PRECONDITION',
   /** A bug: an invariant that should hold did not. */
   INTERNAL: 'CAIRN_ERR_INTERNAL',
 } as const;

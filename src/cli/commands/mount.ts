@@ -51,7 +51,7 @@ function contentOptions(o: DaemonCliOptions): ContentStackOptions & { readDeadli
   };
 }
 
-function logLevelOf(v: string): LogLevel {
+export function logLevelOf(v: string): LogLevel {
   if (!isLogLevel(v))
     throw new CairnError(
       ErrorCode.INVALID_OPTION,

@@ -18,6 +18,8 @@ const STATUS: Record<ErrorCode, number> = {
   [ErrorCode.UNAUTHORIZED]: 401,
   [ErrorCode.FORBIDDEN]: 403,
   [ErrorCode.TOO_LARGE]: 413,
+  [ErrorCode.ALREADY_EXISTS]: 409,
+  [ErrorCode.FAILED_PRECONDITION]: 409,
   [ErrorCode.INTERNAL]: 500,
 };
 
