@@ -12,6 +12,7 @@
  *
  * Needs root and FUSE; skipped (saying why) otherwise.
  */
+import { costFrom } from '../../src/registry/reconstruct.js';
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -226,6 +227,8 @@ describe('cairn mount --metrics: lookups by depth', () => {
       expect(model.b).toBeCloseTo(Math.max(0, shown.depthFit.b), 12);
       expect(model.a).toBeCloseTo(Math.max(0, shown.depthFit.a), 12);
       expect(model.r2).toBeCloseTo(shown.depthFit.r2, 12);
+      // The reconstruction takes its a and b from this very file (`--cost-model`, reconstruct.json's costModel).
+      expect((await costFrom({ costModel: out })).cost).toMatchObject({ a: model.a, b: model.b });
       // Nothing but the file itself is left in the directory (the temp file was renamed).
       expect((await readdir(e.dir)).filter((n) => n.includes('cost'))).toEqual(['cost-model.json']);
     },
