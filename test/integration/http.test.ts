@@ -255,6 +255,13 @@ describe('registry HTTP API: file contents', () => {
       expect(head.headers['content-length']).toBe(String(size));
       expect(head.body.length).toBe(0);
 
+      // Again: a small file now comes from memory on the server's hot path, with the same answer.
+      const again = await fetchRaw(reg.url, path);
+      expect(again.status).toBe(200);
+      expect(again.body.equals(data)).toBe(true);
+      for (const h of ['content-length', 'content-type', 'accept-ranges', 'etag', 'cache-control'])
+        expect(again.headers[h], h).toBe(whole.headers[h]);
+
       const ranges: [string, number, number][] = [
         ['bytes=0-9', 0, 9],
         ['bytes=10-', 10, size - 1],
