@@ -1,3 +1,4 @@
+import { asPromMetric, metricObject } from './metric-object.js';
 import type { Metric, MetricObjectWithValues, MetricValue } from 'prom-client';
 
 /** One combination of label values of a FastCounter. */
@@ -46,18 +47,11 @@ export class FastCounter<L extends string> {
 
   get(): Promise<MetricObjectWithValues<MetricValue<string>>> {
     const values: MetricValue<string>[] = [...this.all.values()].map((s) => ({ labels: s.labels, value: s.value }));
-    // prom-client's declared MetricType is an enum; at run time (and in the text) the type is this string.
-    return Promise.resolve({
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    } as unknown as MetricObjectWithValues<MetricValue<string>>);
+    return metricObject(this, values);
   }
 
-  /** As a prom-client Metric, for `Registry.registerMetric` (which only calls get, reset and reads the name). */
+  /** As a prom-client Metric, for `Registry.registerMetric`. */
   asMetric(): Metric {
-    return this as unknown as Metric;
+    return asPromMetric(this);
   }
 }

@@ -1,3 +1,4 @@
+import { asPromMetric, metricObject } from './metric-object.js';
 import type { Metric, MetricObjectWithValues, MetricValueWithName } from 'prom-client';
 
 /** One combination of label values: bucket counts (not cumulative), sum and count. */
@@ -82,18 +83,11 @@ export class FastHistogram<L extends string> {
       values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum });
       values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
     }
-    // prom-client's declared MetricType is an enum; at run time (and in the text) the type is this string.
-    return Promise.resolve({
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    } as unknown as MetricObjectWithValues<MetricValueWithName<string>>);
+    return metricObject(this, values);
   }
 
-  /** As a prom-client Metric, for `Registry.registerMetric` (which only calls get, reset and reads the name). */
+  /** As a prom-client Metric, for `Registry.registerMetric`. */
   asMetric(): Metric {
-    return this as unknown as Metric;
+    return asPromMetric(this);
   }
 }
