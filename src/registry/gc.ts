@@ -1,12 +1,20 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RegistryStore } from './store.js';
+import { BlobStore } from './blob-store.js';
+import { OciMeta } from './oci/oci-meta.js';
+import { UploadStore } from './oci/uploads.js';
 
 export interface GcResult {
   scanned: number;
   removedBlobs: number;
   removedBytes: number;
   removedTemp: number;
+  /** Blobs uploaded through /v2 that no manifest names (a push abandoned before its manifest). */
+  removedUploadedBlobs: number;
+  removedUploadedBytes: number;
+  /** /v2 uploads left unfinished for longer than the grace period. */
+  expiredUploads: number;
 }
 
 /**
@@ -20,7 +28,15 @@ export async function collectGarbage(
 ): Promise<GcResult> {
   const cutoff = Date.now() - opts.graceMs;
   const referenced = store.meta.referencedFiles();
-  const result: GcResult = { scanned: 0, removedBlobs: 0, removedBytes: 0, removedTemp: 0 };
+  const result: GcResult = {
+    scanned: 0,
+    removedBlobs: 0,
+    removedBytes: 0,
+    removedTemp: 0,
+    removedUploadedBlobs: 0,
+    removedUploadedBytes: 0,
+    expiredUploads: 0,
+  };
   for await (const digest of store.blobs.list()) {
     result.scanned++;
     if (referenced.has(digest)) continue;
@@ -37,5 +53,34 @@ export async function collectGarbage(
     if (!opts.dryRun) await rm(path, { recursive: true, force: true });
     result.removedTemp++;
   }
+  await collectUploaded(store, cutoff, opts.dryRun ?? false, result);
   return result;
+}
+
+/**
+ * Blobs held whole by the /v2 API (`ROOT/oci/blobs`): those no stored manifest
+ * names go once older than the grace period. A push uploads its blobs before
+ * its manifest, so the grace period is what keeps a push under way whole.
+ */
+async function collectUploaded(store: RegistryStore, cutoff: number, dryRun: boolean, result: GcResult): Promise<void> {
+  const held = new BlobStore({ root: join(store.root, 'oci') });
+  const meta = new OciMeta(store.meta.db);
+  if (!dryRun) {
+    const uploads = new UploadStore({
+      dir: join(store.root, 'oci', 'uploads'),
+      blobs: held,
+      maxBlobBytes: 1,
+      ttlMs: Math.max(1, Date.now() - cutoff),
+    });
+    result.expiredUploads = await uploads.expire();
+  }
+  for await (const digest of held.list()) {
+    result.scanned++;
+    if (meta.manifestNames(digest)) continue;
+    const st = await stat(held.path(digest)).catch(() => undefined);
+    if (!st || st.mtimeMs > cutoff) continue;
+    if (!dryRun) await held.remove(digest);
+    result.removedUploadedBlobs++;
+    result.removedUploadedBytes += st.size;
+  }
 }

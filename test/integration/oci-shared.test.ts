@@ -12,7 +12,8 @@ import { writeOciLayout, type ImageInput } from '../../src/image/layout-writer.j
 import { dir, file, layer } from '../fixtures/layers.js';
 import { fetchRaw, pseudoRandom, startRegistry } from '../fixtures/registry.js';
 import { testTempDir } from '../fixtures/tmp.js';
-import { AUTH, errorCode, pushWrittenImage, testOciOptions } from '../fixtures/oci.js';
+import { AUTH, errorCode, pushBlob, pushWrittenImage, testOciOptions } from '../fixtures/oci.js';
+import { collectGarbage } from '../../src/registry/gc.js';
 
 function patch(url: string, loc: string, data: Buffer, from: number, to: number) {
   return fetchRaw(url, loc, {
@@ -90,6 +91,41 @@ describe('/v2 uploads shared by server processes', () => {
     expect((await b.server.oci.sweep(Date.now())).expiredUploads).toBe(0);
     expect((await b.server.oci.sweep(Date.now() + 5000)).expiredUploads).toBe(1);
     expect((await fetchRaw(a.url, loc, { headers: AUTH })).status).toBe(404);
+  });
+});
+
+describe('registry gc and /v2 leftovers', () => {
+  it('removes uploaded blobs no manifest names and abandoned uploads, past the grace period only', async () => {
+    const root = await testTempDir('cairn-oci-gc-');
+    const reg = await startRegistry(root, { oci: testOciOptions({ keepLayerBlobs: true }) });
+    const out = join(await testTempDir('cairn-oci-gc-layout-'), 'layout');
+    const [one] = (await writeOciLayout(out, images())).images;
+    if (!one) throw new Error('fixture image missing');
+    await pushWrittenImage(reg.url, out, one, 'app/web', 'v1');
+    const stray = pseudoRandom(5_000, 'stray-blob');
+    expect((await pushBlob(reg.url, 'app/web', stray)).status).toBe(201);
+    const loc = (await fetchRaw(reg.url, '/v2/app/web/blobs/uploads/', { method: 'POST', headers: AUTH })).headers
+      .location as string;
+    // Within the grace period nothing goes: a push under way uploads its blobs before its manifest.
+    const young = await collectGarbage(reg.store, { graceMs: 3_600_000 });
+    expect(young).toMatchObject({ removedUploadedBlobs: 0, expiredUploads: 0 });
+    expect((await fetchRaw(reg.url, `/v2/app/web/blobs/${sha256(stray)}`)).status).toBe(200);
+    const dry = await collectGarbage(reg.store, { graceMs: 0, dryRun: true });
+    expect(dry).toMatchObject({ removedUploadedBlobs: 1, removedUploadedBytes: stray.byteLength, expiredUploads: 0 });
+    expect((await fetchRaw(reg.url, `/v2/app/web/blobs/${sha256(stray)}`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 5));
+    const done = await collectGarbage(reg.store, { graceMs: 0 });
+    expect(done).toMatchObject({ removedUploadedBlobs: 1, expiredUploads: 1 });
+    expect((await fetchRaw(reg.url, `/v2/app/web/blobs/${sha256(stray)}`)).status).toBe(404);
+    expect((await fetchRaw(reg.url, loc, { headers: AUTH })).status).toBe(404);
+    // What the pushed manifest names (kept whole with keepLayerBlobs) is still served, byte for byte.
+    for (const d of [one.configDigest, ...one.layers.map((l) => l.digest)]) {
+      const blob = await fetchRaw(reg.url, `/v2/app/web/blobs/${d}`);
+      expect(blob.status, d).toBe(200);
+      expect(sha256(blob.body)).toBe(d);
+    }
+    const pulled = await fetchRaw(reg.url, `/v2/app/web/manifests/${one.manifestDigest}`);
+    expect(pulled.body.equals(one.manifestBytes)).toBe(true);
   });
 });
 

@@ -186,6 +186,11 @@ export class OciMeta {
   }
 
   /** Whether a blob is still named by a manifest that is stored verbatim with it (so it must stay). */
+  /** Whether any stored manifest (pushed or served form, any repository) names `digest`. */
+  manifestNames(digest: Digest): boolean {
+    return this.db.prepare(`SELECT 1 FROM oci_manifests WHERE instr(data, ?) > 0 LIMIT 1`).get(digest) !== undefined;
+  }
+
   blobNeededVerbatim(digest: Digest): boolean {
     // Manifests that are not images (artifacts, indexes) are served as pushed: their blobs must stay.
     const rows = this.db
