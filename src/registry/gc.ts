@@ -1,4 +1,4 @@
-import { readdir, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RegistryStore } from './store.js';
 import { BlobStore } from './blob-store.js';
@@ -15,6 +15,8 @@ export interface GcResult {
   removedUploadedBytes: number;
   /** /v2 uploads left unfinished for longer than the grace period. */
   expiredUploads: number;
+  /** Images no repository holds any more (deleted through /v2), removed with what only they used. */
+  removedImages: number;
 }
 
 /**
@@ -27,7 +29,6 @@ export async function collectGarbage(
   opts: { graceMs: number; dryRun?: boolean },
 ): Promise<GcResult> {
   const cutoff = Date.now() - opts.graceMs;
-  const referenced = store.meta.referencedFiles();
   const result: GcResult = {
     scanned: 0,
     removedBlobs: 0,
@@ -36,7 +37,18 @@ export async function collectGarbage(
     removedUploadedBlobs: 0,
     removedUploadedBytes: 0,
     expiredUploads: 0,
+    removedImages: 0,
   };
+  if (!opts.dryRun) {
+    // The metadata of deleted images goes first. The contents only they used are now unreferenced,
+    // but an import running now may have seen them as stored and skipped writing them: their grace
+    // period starts now (touched), so they go in a gc run at least graceMs later, like any stray.
+    const pruned = store.meta.pruneUnheldImages();
+    result.removedImages = pruned.images.length;
+    const now = new Date();
+    for (const d of pruned.files) await utimes(store.blobs.path(d), now, now).catch(() => undefined);
+  }
+  const referenced = store.meta.referencedFiles();
   for await (const digest of store.blobs.list()) {
     result.scanned++;
     if (referenced.has(digest)) continue;

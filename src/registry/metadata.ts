@@ -468,6 +468,56 @@ export class MetadataStore {
   }
 
   /** Every content digest the metadata references. */
+  /**
+   * Removes images no repository holds any more (a /v2 manifest DELETE unlinks
+   * an image from its repository; this is where its metadata goes), with the
+   * recipes only they used and the content rows only those recipes used, in one
+   * transaction. The contents themselves are then unreferenced: gc removes them.
+   * Returns the images removed and the contents no longer referenced.
+   */
+  pruneUnheldImages(): { images: Digest[]; files: Digest[] } {
+    const db = this.db;
+    const tx = db.transaction((): { images: Digest[]; files: Digest[] } => {
+      const orphans = (
+        db
+          .prepare(
+            `SELECT digest FROM images i
+              WHERE NOT EXISTS (SELECT 1 FROM repository_images r WHERE r.image = i.digest)
+                AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.image = i.digest)`,
+          )
+          .all() as { digest: Digest }[]
+      ).map((r) => r.digest);
+      const layersOf = db.prepare('SELECT recipe FROM image_layers WHERE image = ?');
+      const unref = db.prepare('UPDATE recipes SET refcount = refcount - 1 WHERE id = ?');
+      for (const image of orphans) {
+        for (const { recipe } of layersOf.all(image) as { recipe: string }[]) unref.run(recipe);
+        db.prepare('DELETE FROM reconstructions WHERE image = ? OR original = ?').run(image, image);
+        db.prepare('DELETE FROM images WHERE digest = ?').run(image); // image_layers cascade
+      }
+      const dead = db.prepare('SELECT id FROM recipes WHERE refcount <= 0').all() as { id: string }[];
+      const unrefFile = db.prepare(
+        'UPDATE files SET refcount = refcount - 1 WHERE digest IN (SELECT digest FROM recipe_files WHERE recipe = ?)',
+      );
+      for (const { id } of dead) {
+        unrefFile.run(id);
+        db.prepare('DELETE FROM recipes WHERE id = ?').run(id); // recipe_files cascade
+      }
+      const files = (db.prepare('SELECT digest FROM files WHERE refcount <= 0').all() as { digest: Digest }[]).map(
+        (r) => r.digest,
+      );
+      db.prepare('DELETE FROM files WHERE refcount <= 0').run();
+      db.prepare(
+        'DELETE FROM skeletons WHERE NOT EXISTS (SELECT 1 FROM image_layers l WHERE l.skeleton = skeletons.digest)',
+      ).run();
+      return { images: orphans, files };
+    });
+    try {
+      return tx.immediate();
+    } catch (err) {
+      throw toCairnError(err, ErrorCode.STORAGE, 'removing images no repository holds');
+    }
+  }
+
   referencedFiles(): Set<string> {
     const out = new Set<string>();
     for (const row of this.db.prepare('SELECT digest FROM files').iterate() as IterableIterator<{ digest: string }>)

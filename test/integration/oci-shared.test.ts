@@ -140,16 +140,22 @@ function images(): ImageInput[] {
   ];
 }
 
+/** A registry on a fresh root (with `reconstruct.json` when given) and the two images pushed as v1 and v2. */
+async function pushBoth(name: string, reconstruct?: object) {
+  const root = await testTempDir(`cairn-oci-${name}-`);
+  if (reconstruct) await writeFile(join(root, 'reconstruct.json'), JSON.stringify(reconstruct));
+  const reg = await startRegistry(root, { oci: testOciOptions() });
+  const out = join(await testTempDir(`cairn-oci-${name}-layout-`), 'layout');
+  const [one, two] = (await writeOciLayout(out, images())).images;
+  if (!one || !two) throw new Error('fixture images missing');
+  await pushWrittenImage(reg.url, out, one, 'app/web', 'v1');
+  const put = await pushWrittenImage(reg.url, out, two, 'app/web', 'v2');
+  return { reg, one, two, put };
+}
+
 describe('/v2 push with online reconstruction', () => {
   it('reconstruct.json enabled: a pushed image is regrouped onto the layers its repository has', async () => {
-    const root = await testTempDir('cairn-oci-recon-');
-    await writeFile(join(root, 'reconstruct.json'), JSON.stringify({ enabled: true }));
-    const reg = await startRegistry(root, { oci: testOciOptions() });
-    const out = join(await testTempDir('cairn-oci-recon-layout-'), 'layout');
-    const [one, two] = (await writeOciLayout(out, images())).images;
-    if (!one || !two) throw new Error('fixture images missing');
-    await pushWrittenImage(reg.url, out, one, 'app/web', 'v1');
-    const put = await pushWrittenImage(reg.url, out, two, 'app/web', 'v2');
+    const { reg, one, two, put } = await pushBoth('recon', { enabled: true });
     expect(put.headers['docker-content-digest']).toBe(two.manifestDigest);
     // The file store's tag (what `cairn mount` resolves) moved to a reconstruction reusing v1's base layer.
     const tag = reg.store.meta.tags('app/web').find((t) => t.tag === 'v2');
@@ -174,14 +180,40 @@ describe('/v2 push with online reconstruction', () => {
     }
   });
 
+  it('a manifest DELETE leaves the image to gc, which removes it and the contents only it used', async () => {
+    const { reg, two } = await pushBoth('delete');
+    const onlyTwo = sha256(Buffer.from('two\n'));
+    const shared = sha256(SHARED);
+    const before = reg.store.meta.totals();
+    const del = await fetchRaw(reg.url, `/v2/app/web/manifests/${two.manifestDigest}`, {
+      method: 'DELETE',
+      headers: AUTH,
+    });
+    expect(del.status).toBe(202);
+    const first = await collectGarbage(reg.store, { graceMs: 0 });
+    expect(first.removedImages).toBe(1);
+    expect(reg.store.meta.image(two.manifestDigest)).toBeUndefined();
+    expect(reg.store.meta.hasFile(onlyTwo)).toBe(false);
+    expect(reg.store.meta.totals().images).toBe(before.images - 1);
+    // Its contents outlive this run by a grace period (an import may be counting on them), then go.
+    expect(await reg.store.blobs.has(onlyTwo)).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    const second = await collectGarbage(reg.store, { graceMs: 10 });
+    expect(second.removedImages).toBe(0);
+    expect(await reg.store.blobs.has(onlyTwo)).toBe(false);
+    // What v1 shares with the deleted image stays, and v1 still pulls whole.
+    expect(await reg.store.blobs.has(shared)).toBe(true);
+    const m = await fetchRaw(reg.url, '/v2/app/web/manifests/v1');
+    expect(m.status).toBe(200);
+    for (const l of m.json<{ layers: { digest: string }[] }>().layers) {
+      const blob = await fetchRaw(reg.url, `/v2/app/web/blobs/${l.digest}`);
+      expect(sha256(blob.body)).toBe(l.digest);
+    }
+    expect((await fetchRaw(reg.url, '/v2/app/web/manifests/v2')).status).toBe(404);
+  });
+
   it('disabled (no reconstruct.json): the tag names the pushed image', async () => {
-    const root = await testTempDir('cairn-oci-recon-');
-    const reg = await startRegistry(root, { oci: testOciOptions() });
-    const out = join(await testTempDir('cairn-oci-recon-layout-'), 'layout');
-    const [one, two] = (await writeOciLayout(out, images())).images;
-    if (!one || !two) throw new Error('fixture images missing');
-    await pushWrittenImage(reg.url, out, one, 'app/web', 'v1');
-    await pushWrittenImage(reg.url, out, two, 'app/web', 'v2');
+    const { reg, two } = await pushBoth('plain');
     expect(reg.store.meta.tags('app/web').find((t) => t.tag === 'v2')?.image).toBe(two.manifestDigest);
   });
 });

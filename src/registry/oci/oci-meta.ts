@@ -120,15 +120,21 @@ export class OciMeta {
 
   /**
    * Removes a manifest (and its rewrite or original) from a repository, with the
-   * tags that resolve to it; the image's files stay in the store (shared, gc'd separately).
+   * tags that resolve to it. An image no repository holds any more is left for
+   * `cairn registry gc` (MetadataStore.pruneUnheldImages) to remove.
    */
   deleteManifest(repository: string, digest: Digest, image: Digest | null): void {
     this.db
       .transaction(() => {
+        // The pushed form and the served form name each other through `served`: whichever digest the
+        // client deletes, both go, with every tag on either.
         const linked = this.db
-          .prepare('SELECT digest FROM oci_manifests WHERE repository = ? AND (digest = ? OR served = ?)')
-          .all(repository, digest, digest) as { digest: string }[];
-        const all = new Set([digest, ...linked.map((r) => r.digest)]);
+          .prepare(
+            `SELECT digest, served FROM oci_manifests WHERE repository = ? AND (digest = ? OR served = ?
+               OR served = (SELECT served FROM oci_manifests WHERE repository = ? AND digest = ?))`,
+          )
+          .all(repository, digest, digest, repository, digest) as { digest: string; served: string }[];
+        const all = new Set([digest, ...linked.flatMap((r) => [r.digest, r.served])]);
         for (const d of all) {
           this.db.prepare('DELETE FROM oci_manifests WHERE repository = ? AND digest = ?').run(repository, d);
           this.db.prepare('DELETE FROM oci_tags WHERE repository = ? AND digest = ?').run(repository, d);
