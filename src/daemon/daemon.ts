@@ -90,6 +90,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
         };
         if (typeof req.upper === 'string') m.upper = req.upper;
         if (req.prefetch === true) m.prefetch = true;
+        if (req.timeOpens === true) m.timeOpens = true;
         mountsInFlight++;
         try {
           return await mounts.mount(m);

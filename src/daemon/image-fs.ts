@@ -135,9 +135,17 @@ export class ImageFs implements ReadOnlyFs {
     return this.pathOp('listxattr', path, (r) => this.view.listxattr(r.ino) ?? []);
   }
 
+  open(path: string): void {
+    this.pathOp('open', path, (r) => {
+      const a = this.attrOf(path, r);
+      if (a.type === 'dir') throw new CairnError(ErrorCode.IS_A_DIRECTORY, `${path}: is a directory`);
+      if (a.type !== 'file') throw new CairnError(ErrorCode.INVALID_INPUT, `${path}: not a regular file`);
+    });
+  }
+
   async read(path: string, length: number, position: number): Promise<Buffer> {
     // One probe of the view per read; reads that the page cache answers never get here.
-    // There is no open: libfuse answers it (see ReadOnlyFs), so the depth comes from this probe.
+    // Opens usually stay with libfuse (see ReadOnlyFs.open), so the depth comes from this probe.
     const r = this.view.resolvePath(path);
     const a = r ? this.attrOf(path, r) : undefined;
     if (!r || !a) throw new CairnError(ErrorCode.NOT_FOUND, `${path}: no such file or directory`);

@@ -27,6 +27,8 @@ export interface MountRequest {
   upper?: string;
   /** Fetch in the background what earlier mounts of this image read. */
   prefetch?: boolean;
+  /** Route FUSE opens to cairn, so they are timed (a round trip per open). */
+  timeOpens?: boolean;
 }
 
 export interface MountInfo {
@@ -181,6 +183,7 @@ export class MountManager {
     const fuse = new FuseMount(fuseAt, fs, {
       readDeadlineMs: this.opts.readDeadlineMs,
       fsname: `cairn:${req.repository}`,
+      ...(req.timeOpens ? { routeOpens: true } : {}),
     });
     await fuse.mount();
     if (req.upper && lowerDir) {

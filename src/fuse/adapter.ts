@@ -15,6 +15,8 @@ export interface FuseMountOptions {
   debug?: boolean;
   /** Shown as the filesystem source in /proc/mounts. */
   fsname?: string;
+  /** Send opens to the filesystem's `open` (one round trip each) instead of letting libfuse answer them. */
+  routeOpens?: boolean;
 }
 
 const BLOCK = 512;
@@ -76,8 +78,8 @@ export class FuseMount {
       readlink: (path, cb) => sync(() => [fs.readlink(path)] as [string])(cb),
       getxattr: (path, name, _position, cb) => sync(() => [fs.getxattr(path, name)] as [Buffer | undefined])(cb),
       listxattr: (path, cb) => sync(() => [fs.listxattr(path)] as [string[]])(cb),
-      // No open, release or flush: libfuse answers them itself (open with keep_cache from
-      // kernel_cache), so opening and closing a file costs no hop to the JavaScript thread.
+      // No open (unless routeOpens), release or flush: libfuse answers them itself (open with
+      // keep_cache from kernel_cache), so opening and closing a file costs no hop to JavaScript.
       // The mount is read-only (`ro`), so the kernel refuses write opens before FUSE.
       statfs: (_path, cb) =>
         sync(() => {
@@ -109,12 +111,15 @@ export class FuseMount {
         );
       },
     };
+    const open = fs.open?.bind(fs);
+    if (opts.routeOpens && open) ops.open = (path, _flags, cb) => sync(() => (open(path), [0] as [number]))(cb);
     const cacheSeconds = opts.cacheSeconds ?? 3600;
     this.fuse = new Fuse(mountpoint, ops, {
       // Reads only, past cairn's deadline, so cairn's EIO (not fuse-native's ETIMEDOUT) is what a
       // reader sees. The other operations answer synchronously: no timer per operation for them.
       timeout: {
         read: opts.readDeadlineMs + 5000,
+        open: false,
         getattr: false,
         readdir: false,
         readlink: false,

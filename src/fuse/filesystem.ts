@@ -38,5 +38,11 @@ export interface ReadOnlyFs {
    * files through FUSE), so opening a file costs no round trip to JavaScript.
    */
   read(path: string, length: number, position: number): Promise<Buffer>;
+  /**
+   * Checks that `path` is a regular file that can be opened. Called only on a
+   * mount that routes opens to cairn (to time them); otherwise libfuse answers
+   * opens without a round trip to JavaScript.
+   */
+  open?(path: string): void;
   statfs(): FsStatfs;
 }

@@ -35,6 +35,7 @@ declare module 'fuse-native' {
     access?(path: string, mode: number, cb: Cb): void;
     readdir?(path: string, cb: Cb<[string[]?, FuseStat[]?]>): void;
     readlink?(path: string, cb: Cb<[string?]>): void;
+    open?(path: string, flags: number, cb: Cb<[number?]>): void;
     read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesRead: number) => void): void;
     getxattr?(path: string, name: string, position: number, cb: Cb<[Buffer?]>): void;
     listxattr?(path: string, cb: Cb<[string[]?]>): void;

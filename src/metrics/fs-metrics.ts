@@ -13,14 +13,14 @@ export type ContentSource = ContentTier;
  * LOOKUP of a name arrives as `getattr` of its path; `lookup` is kept for a
  * low-level adapter that sees lookups as such.
  */
-export type FsOperation = 'lookup' | 'getattr' | 'read' | 'readdir' | 'readlink' | 'getxattr' | 'listxattr';
+export type FsOperation = 'lookup' | 'getattr' | 'open' | 'read' | 'readdir' | 'readlink' | 'getxattr' | 'listxattr';
 
 /**
  * Operations whose time is (nearly all) the resolution of a name, and so feed
  * the depth fit. readdir is left out: listing a directory costs with its size,
  * not with the depth its name resolved at.
  */
-const FITTED = new Set<FsOperation>(['lookup', 'getattr', 'readlink', 'getxattr', 'listxattr']);
+const FITTED = new Set<FsOperation>(['lookup', 'getattr', 'open', 'readlink', 'getxattr', 'listxattr']);
 
 const LATENCY_BUCKETS = [
   1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,

@@ -15,7 +15,7 @@
 import { costFrom } from '../../src/registry/reconstruct.js';
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ImageInput } from '../../src/image/layout-writer.js';
 import { parseCostModel } from '../../src/metrics/cost-model.js';
@@ -279,6 +279,39 @@ describe('cairn mount --metrics: lookups by depth', () => {
     // The control channel: a socket only root can open, in a directory only root can enter.
     expect((await stat(join(e.state, 'daemon.sock'))).mode & 0o777).toBe(0o600);
     expect((await stat(e.state)).mode & 0o777).toBe(0o700);
+  });
+});
+
+describe('cairn mount --metrics: opens', () => {
+  it('opens are timed by depth only with --time-opens; without it libfuse answers them and none is counted', async (ctx) => {
+    const e = await setup(ctx);
+    const timed = await e.mkdir('timed');
+    await e.mount(timed, '--time-opens');
+    const plain = await e.mkdir('plain');
+    await e.mount(plain);
+    const before = await e.scrape(timed);
+    const openAll = async (mnt: string): Promise<void> => {
+      for (let d = 1; d <= LAYERS; d++) {
+        for (let i = 0; i < d; i++) {
+          const fh = await open(join(mnt, `d${d}-${i}`), 'r');
+          await fh.close();
+        }
+      }
+    };
+    await openAll(timed);
+    await openAll(plain);
+    // A missing name fails at its lookup, before any open.
+    await expect(open(join(timed, 'missing'), 'r')).rejects.toThrow(/ENOENT/);
+    const after = await e.scrape(timed);
+    const expected: Record<string, number> = {};
+    // The daemon serves both mounts: only the timed one's opens (d at depth d) are there.
+    for (let d = 1; d <= LAYERS; d++) expected[String(d)] = d;
+    expect(delta(countsByDepth(before, 'open'), countsByDepth(after, 'open'))).toEqual(expected);
+    // Each open was a file the kernel had looked up first: the fit of the timed mount counts both.
+    const stats = await e.stats(timed);
+    const opens = Object.values(expected).reduce((a, b) => a + b, 0);
+    expect(stats.depthFit.n).toBe(2 * opens);
+    expect((await e.stats(plain)).depthFit.n).toBe(opens);
   });
 });
 

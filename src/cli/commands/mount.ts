@@ -204,6 +204,7 @@ export function registerMount(program: Command): void {
       .option('--writable', 'kernel overlayfs on top of the lazy view, with --upper holding the changes')
       .option('--upper <dir>', 'with --writable: directory (may be on tmpfs) for upper/ and work/')
       .option('--prefetch', 'fetch in the background what earlier mounts of this image read (behind demand reads)')
+      .option('--time-opens', 'route opens to cairn so --metrics times them by depth (a round trip per open)')
       .option('--foreground', 'serve in this process until SIGINT/SIGTERM instead of in the background daemon')
       .option('--json', 'machine-readable output'),
   ).action(
@@ -217,6 +218,7 @@ export function registerMount(program: Command): void {
         upper?: string;
         foreground?: boolean;
         prefetch?: boolean;
+        timeOpens?: boolean;
         json?: boolean;
       },
     ) => {
@@ -237,6 +239,7 @@ export function registerMount(program: Command): void {
         lookup: o.lookup,
         ...(o.upper ? { upper: resolve(o.upper) } : {}),
         ...(o.prefetch ? { prefetch: true } : {}),
+        ...(o.timeOpens ? { timeOpens: true } : {}),
       };
       const socket = controlSocketPath(resolve(o.stateDir));
       if (o.foreground) {
