@@ -91,6 +91,12 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
         if (typeof req.upper === 'string') m.upper = req.upper;
         if (req.prefetch === true) m.prefetch = true;
         if (req.timeOpens === true) m.timeOpens = true;
+        if (req.layers !== undefined) {
+          if (typeof req.layers !== 'number' || !Number.isSafeInteger(req.layers) || req.layers < 1) {
+            throw new CairnError(ErrorCode.INVALID_INPUT, 'control request mount: layers must be a positive integer');
+          }
+          m.layers = req.layers;
+        }
         mountsInFlight++;
         try {
           return await mounts.mount(m);

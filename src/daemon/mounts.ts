@@ -29,6 +29,11 @@ export interface MountRequest {
   prefetch?: boolean;
   /** Route FUSE opens to cairn, so they are timed (a round trip per open). */
   timeOpens?: boolean;
+  /**
+   * Mount only the image's first `layers` layers (bottom up): the merged view of a
+   * prefix, which is what a snapshot of the image's k-th layer holds.
+   */
+  layers?: number;
 }
 
 export interface MountInfo {
@@ -141,7 +146,14 @@ export class MountManager {
 
     const client = this.client(req.registry);
     const image = await client.image(req.repository, req.reference);
-    const recipes = await Promise.all(image.layers.map((l) => client.recipe(l.recipe)));
+    if (req.layers !== undefined && (req.layers < 1 || req.layers > image.layers.length)) {
+      throw new CairnError(
+        ErrorCode.INVALID_INPUT,
+        `mount option layers: ${req.layers} is not within 1..${image.layers.length} (the layers of ${req.repository}:${req.reference})`,
+      );
+    }
+    const wanted = req.layers === undefined ? image.layers : image.layers.slice(0, req.layers);
+    const recipes = await Promise.all(wanted.map((l) => client.recipe(l.recipe)));
     const layers: Entry[][] = recipes.map((r) => r.entries);
     const view = UnionView.build(layers, { lookup: req.lookup });
     const recordDir = join(this.opts.stateDir, 'reads');
@@ -211,7 +223,7 @@ export class MountManager {
     const info: MountInfo = {
       mountpoint,
       registry: req.registry,
-      image: `${req.repository}:${req.reference}`,
+      image: `${req.repository}${req.reference.startsWith('sha256:') ? '@' : ':'}${req.reference}`,
       digest: image.digest,
       lookup: req.lookup,
       layers: layers.length,

@@ -14,7 +14,7 @@ export interface RemoteImage {
   repository?: string;
   reference?: string;
   platform: string;
-  layers: { recipe: Digest; diffId: Digest; entries: number; fileBytes: number }[];
+  layers: { recipe: Digest; diffId: Digest; digest?: Digest; entries: number; fileBytes: number }[];
 }
 
 export interface RegistryClientOptions {

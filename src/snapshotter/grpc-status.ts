@@ -40,3 +40,30 @@ export function toServiceError(err: unknown, context: string): Partial<ServiceEr
   metadata.set('cairn-error-code', e.code);
   return { code: STATUS[e.code], details: `${e.message} (${e.code})`, metadata };
 }
+
+const CODE_OF: Partial<Record<status, ErrorCode>> = {
+  [status.INVALID_ARGUMENT]: ErrorCode.INVALID_INPUT,
+  [status.NOT_FOUND]: ErrorCode.NOT_FOUND,
+  [status.ALREADY_EXISTS]: ErrorCode.ALREADY_EXISTS,
+  [status.FAILED_PRECONDITION]: ErrorCode.FAILED_PRECONDITION,
+  [status.DEADLINE_EXCEEDED]: ErrorCode.TIMEOUT,
+  [status.UNAVAILABLE]: ErrorCode.UNAVAILABLE,
+  [status.CANCELLED]: ErrorCode.ABORTED,
+  [status.UNIMPLEMENTED]: ErrorCode.UNSUPPORTED,
+  [status.UNAUTHENTICATED]: ErrorCode.UNAUTHORIZED,
+  [status.PERMISSION_DENIED]: ErrorCode.FORBIDDEN,
+  [status.RESOURCE_EXHAUSTED]: ErrorCode.TOO_LARGE,
+  [status.OUT_OF_RANGE]: ErrorCode.RANGE,
+  [status.DATA_LOSS]: ErrorCode.DIGEST_MISMATCH,
+};
+
+/** The other direction, for cairn as a gRPC client (of containerd): a failed call's status as a CairnError. */
+export function fromServiceError(err: unknown, context: string): CairnError {
+  const e = err as Partial<ServiceError> | undefined;
+  if (e && typeof e.code === 'number') {
+    return new CairnError(CODE_OF[e.code as status] ?? ErrorCode.INTERNAL, `${context}: ${e.details ?? e.message}`, {
+      cause: err,
+    });
+  }
+  return toCairnError(err, ErrorCode.UNAVAILABLE, context);
+}

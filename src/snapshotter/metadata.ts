@@ -6,6 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
+import type { LazySource } from './lazy-mounts.js';
 
 export type SnapshotKind = 'view' | 'active' | 'committed';
 
@@ -22,6 +23,8 @@ export interface SnapshotRecord {
   /** Disk usage recorded at commit (committed snapshots only). */
   sizeBytes: number;
   inodes: number;
+  /** For a lazy snapshot (committed, its fs a mount of cairn's daemon): what is mounted there. */
+  lazy?: LazySource;
 }
 
 interface Row {
@@ -34,6 +37,7 @@ interface Row {
   labels: string;
   size_bytes: number;
   inodes: number;
+  lazy: string | null;
 }
 
 const SCHEMA = `
@@ -51,6 +55,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
 `;
 
+/** Added with the lazy path: a database made before it gets the column (NULL: not lazy). */
+const LAZY_COLUMN = 'ALTER TABLE snapshots ADD COLUMN lazy TEXT';
+
 function fromRow(r: Row): SnapshotRecord {
   return {
     id: r.id,
@@ -62,6 +69,7 @@ function fromRow(r: Row): SnapshotRecord {
     labels: JSON.parse(r.labels) as Record<string, string>,
     sizeBytes: r.size_bytes,
     inodes: r.inodes,
+    ...(r.lazy ? { lazy: JSON.parse(r.lazy) as LazySource } : {}),
   };
 }
 
@@ -77,6 +85,8 @@ export class SnapshotMetadata {
       // containerd believes what we answer: an acknowledged change must survive a crash.
       this.db.pragma('synchronous = FULL');
       this.db.exec(SCHEMA);
+      const columns = this.db.prepare('PRAGMA table_info(snapshots)').all() as { name: string }[];
+      if (!columns.some((c) => c.name === 'lazy')) this.db.exec(LAZY_COLUMN);
     } catch (err) {
       throw toCairnError(err, ErrorCode.STORAGE, `snapshot metadata ${file}`);
     }
@@ -112,8 +122,8 @@ export class SnapshotMetadata {
   insert(rec: Omit<SnapshotRecord, 'id'>): SnapshotRecord {
     const r = this.db
       .prepare(
-        `INSERT INTO snapshots (key, parent, kind, created_ms, updated_ms, labels, size_bytes, inodes)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (key, parent, kind, created_ms, updated_ms, labels, size_bytes, inodes, lazy)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         rec.key,
@@ -124,6 +134,7 @@ export class SnapshotMetadata {
         JSON.stringify(rec.labels),
         rec.sizeBytes,
         rec.inodes,
+        rec.lazy ? JSON.stringify(rec.lazy) : null,
       );
     return { ...rec, id: Number(r.lastInsertRowid) };
   }

@@ -18,7 +18,14 @@ export const PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url)
 export const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';
 
 /** Field conventions of the loaded messages: camelCase names, enums as strings, int64 as numbers. */
-const LOADER_OPTIONS = { keepCase: false, longs: Number, enums: String, defaults: true, arrays: true, objects: true };
+export const LOADER_OPTIONS = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  arrays: true,
+  objects: true,
+};
 
 let cached: ServiceClientConstructor | undefined;
 

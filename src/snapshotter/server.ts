@@ -26,6 +26,7 @@ import {
 } from './messages.js';
 import { snapshotsServiceDefinition } from './proto.js';
 import type { Snapshotter } from './snapshotter.js';
+import type { RemotePreparer } from './remote-prepare.js';
 
 /** Infos per List message: containerd reads a stream of batches. */
 const LIST_BATCH = 100;
@@ -35,6 +36,8 @@ export interface SnapshotterServerOptions {
   /** Path of the unix socket to listen on (replaced if a stale one is there). */
   socketPath: string;
   log: Logger;
+  /** Prepare with remote-snapshot labels goes through it (lazy or counted fallback); without it, every Prepare is ordinary. */
+  remote?: RemotePreparer;
 }
 
 export class SnapshotterServer {
@@ -104,8 +107,13 @@ export class SnapshotterServer {
 
   private handlers(): UntypedServiceImplementation {
     const s = this.opts.snapshotter;
+    const remote = this.opts.remote;
     return {
-      Prepare: this.unary('Prepare', (r: CreateRequest) => toMountMessages(s.prepare(r.key, r.parent, r.labels))),
+      Prepare: this.unary('Prepare', async (r: CreateRequest) =>
+        toMountMessages(
+          remote ? await remote.prepare(r.key, r.parent, r.labels) : s.prepare(r.key, r.parent, r.labels),
+        ),
+      ),
       View: this.unary('View', (r: CreateRequest) => toMountMessages(s.view(r.key, r.parent, r.labels))),
       Mounts: this.unary('Mounts', (r: KeyRequest) => toMountMessages(s.mounts(r.key))),
       Commit: this.unary('Commit', async (r: CommitRequest) => {

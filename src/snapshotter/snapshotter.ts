@@ -16,6 +16,8 @@ import { CairnError, ErrorCode } from '../model/errors.js';
 import { compileFilters } from './filters.js';
 import { SnapshotMetadata, type SnapshotKind, type SnapshotRecord } from './metadata.js';
 import { diskUsage, type DiskUsage } from './usage.js';
+import type { LazySource } from './lazy-mounts.js';
+import { detach, mountedType } from '../daemon/stale.js';
 
 /** A mount for containerd to perform, as in containerd.types.Mount. */
 export interface SnapshotMount {
@@ -41,6 +43,11 @@ export interface SnapshotterOptions {
   rootDir: string;
   /** Clock, for tests. */
   nowMs?: () => number;
+  /**
+   * Takes down the lazy mount at a lazy snapshot's fs (before its directory is
+   * removed). Without it, lazy snapshots are detached with umount.
+   */
+  unmountLazy?: (mountpoint: string) => Promise<void>;
 }
 
 function infoOf(rec: SnapshotRecord): SnapshotInfo {
@@ -69,6 +76,7 @@ export class Snapshotter {
   private readonly snapshotsDir: string;
   private readonly meta: SnapshotMetadata;
   private readonly now: () => number;
+  private readonly unmountLazy: (mountpoint: string) => Promise<void>;
 
   constructor(opts: SnapshotterOptions) {
     if (!opts || typeof opts.rootDir !== 'string' || opts.rootDir === '') {
@@ -77,6 +85,7 @@ export class Snapshotter {
     this.rootDir = opts.rootDir;
     this.snapshotsDir = join(opts.rootDir, 'snapshots');
     this.now = opts.nowMs ?? Date.now;
+    this.unmountLazy = opts.unmountLazy ?? detach;
     mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
     this.meta = new SnapshotMetadata(join(opts.rootDir, 'metadata.db'));
   }
@@ -92,6 +101,64 @@ export class Snapshotter {
 
   view(key: string, parent: string, labels: Record<string, string>): SnapshotMount[] {
     return this.create('view', key, parent, labels);
+  }
+
+  /**
+   * Records the committed snapshot `name` (a remote-snapshot target) whose files
+   * are a lazy mount of `source`, to be mounted at fsDirOf() by the caller. The
+   * result says whether it was created or was already there (same parent: a
+   * second Prepare for the same target).
+   */
+  createLazy(
+    name: string,
+    parent: string,
+    labels: Record<string, string>,
+    source: LazySource,
+  ): { created: boolean; id: number } {
+    checkKey(name, 'snapshot name');
+    checkLabels(labels);
+    return this.meta.transaction(() => {
+      const old = this.meta.find(name);
+      if (old) {
+        if (old.kind === 'committed' && old.parent === parent) return { created: false, id: old.id };
+        throw new CairnError(ErrorCode.ALREADY_EXISTS, `snapshot ${JSON.stringify(name)} already exists`);
+      }
+      if (parent !== '' && this.meta.get(parent).kind !== 'committed') {
+        throw new CairnError(ErrorCode.INVALID_INPUT, `parent ${JSON.stringify(parent)} is not a committed snapshot`);
+      }
+      const t = this.now();
+      const rec = this.meta.insert({
+        key: name,
+        parent,
+        kind: 'committed',
+        createdMs: t,
+        updatedMs: t,
+        labels,
+        sizeBytes: 0,
+        inodes: 0,
+        lazy: source,
+      });
+      const dir = this.dirOf(rec.id);
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(join(dir, 'fs'), { recursive: true, mode: 0o755 });
+      return { created: true, id: rec.id };
+    });
+  }
+
+  /** Forgets a lazy snapshot whose mount failed right after createLazy (no child can have it yet). */
+  async dropLazy(name: string): Promise<void> {
+    const rec = this.meta.find(name);
+    if (rec?.lazy && !this.meta.hasChildren(name)) await this.remove(name);
+  }
+
+  /** The directory holding a snapshot's files (a lazy snapshot's mountpoint). */
+  fsDirOf(id: number): string {
+    return join(this.dirOf(id), 'fs');
+  }
+
+  /** The lazy snapshots, for re-establishing their mounts at start. */
+  lazySnapshots(): { name: string; id: number; source: LazySource }[] {
+    return this.meta.all().flatMap((r) => (r.lazy ? [{ name: r.key, id: r.id, source: r.lazy }] : []));
   }
 
   private create(
@@ -143,9 +210,23 @@ export class Snapshotter {
     return this.mountsOf(rec);
   }
 
+  /**
+   * The lower directories of a snapshot with parent `parent`, top first. A lazy
+   * snapshot's mount holds the merged image up to its layer, so the chain stops there.
+   */
+  private lowersOf(parent: string): string[] {
+    if (parent === '') return [];
+    const lowers: string[] = [];
+    for (const p of this.meta.chain(parent)) {
+      lowers.push(this.fsDirOf(p.id));
+      if (p.lazy) break;
+    }
+    return lowers;
+  }
+
   /** containerd overlayfs snapshotter's mounts: bind without parents (or a view of one), overlay otherwise. */
   private mountsOf(rec: SnapshotRecord): SnapshotMount[] {
-    const lowers = rec.parent === '' ? [] : this.meta.chain(rec.parent).map((p) => join(this.dirOf(p.id), 'fs'));
+    const lowers = this.lowersOf(rec.parent);
     const fs = join(this.dirOf(rec.id), 'fs');
     if (lowers.length === 0) {
       return [{ type: 'bind', source: fs, options: [rec.kind === 'active' ? 'rw' : 'ro', 'rbind'] }];
@@ -210,7 +291,20 @@ export class Snapshotter {
       return r;
     });
     // The metadata is gone, so the directory is debris now; if removing it fails, Cleanup retries.
-    await rm(this.dirOf(rec.id), { recursive: true, force: true }).catch(() => undefined);
+    await this.removeDir(rec.id, rec.lazy !== undefined);
+  }
+
+  /** Removes a snapshot directory, taking down a lazy mount in it first (never rm -r through a mount). */
+  private async removeDir(id: number, lazy: boolean): Promise<boolean> {
+    const fs = this.fsDirOf(id);
+    try {
+      if (lazy || (await mountedType(fs)) !== undefined) await this.unmountLazy(fs);
+      if ((await mountedType(fs)) !== undefined) return false;
+      await rm(this.dirOf(id), { recursive: true, force: true });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   stat(key: string): SnapshotInfo {
@@ -273,6 +367,10 @@ export class Snapshotter {
       if (Number.isSafeInteger(id) && ids.has(id)) continue;
       // Re-read inside the loop: a Prepare may have created this id since ids() was taken.
       if (Number.isSafeInteger(id) && this.meta.ids().has(id)) continue;
+      if (Number.isSafeInteger(id)) {
+        if (await this.removeDir(id, false)) removed.push(name);
+        continue;
+      }
       await rm(join(this.snapshotsDir, name), { recursive: true, force: true });
       removed.push(name);
     }
