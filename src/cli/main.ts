@@ -6,6 +6,7 @@ import { registerSample } from './commands/sample.js';
 import { registerMount } from './commands/mount.js';
 import { registerReconstruct } from './commands/reconstruct.js';
 import { registerSnapshotter } from './commands/snapshotter.js';
+import { registerContainerd } from './commands/containerd.js';
 
 export function buildProgram(): Command {
   const program = new Command('cairn')
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerMount(program);
   registerReconstruct(program);
   registerSnapshotter(program);
+  registerContainerd(program);
   return program;
 }
 

@@ -7,70 +7,43 @@
  * and containerd's view agrees with cairn's after cairn is killed and restarted.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
 import { buildSampleImage } from '../../src/image/sample.js';
 import { SnapshotMetadata } from '../../src/snapshotter/metadata.js';
+import {
+  containerdUsable,
+  freePort,
+  startContainerd,
+  stopChild,
+  unmountUnder,
+  waitFor,
+  type PrivateContainerd,
+} from '../fixtures/containerd.js';
 import { testTempDir } from '../fixtures/tmp.js';
-import { hasCommand } from '../fixtures/tools.js';
 import { ensureBuilt, spawnCairn, type CliChild } from './cli-harness.js';
 
-const TOOLS = ['containerd', 'ctr', 'runc', 'skopeo', 'docker-registry'];
-const usable = process.getuid?.() === 0 && TOOLS.every((t) => hasCommand(t, t === 'ctr' ? '--version' : '--help'));
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-function run(cmd: string, args: string[], timeoutMs = 120_000): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
-  if (r.status !== 0)
-    throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-async function waitFor(what: string, ok: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-function stopChild(c: ChildProcess | undefined): Promise<void> {
-  if (!c || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    c.once('exit', () => resolve());
-    c.kill('SIGTERM');
-    setTimeout(() => c.kill('SIGKILL'), 5000).unref();
-  });
-}
+const usable = containerdUsable(['skopeo', 'docker-registry']);
 
 describe.skipIf(!usable)('cairn snapshotter with real containerd', () => {
   test('ctr pull --snapshotter cairn, ctr run, snapshot ls agrees across a snapshotter restart', async () => {
     ensureBuilt();
     const dir = await testTempDir('cairn-ctrd-');
     const snapSock = join(dir, 'snap.sock');
-    const ctrdSock = join(dir, 'containerd.sock');
     const snapRoot = join(dir, 'snaproot');
     const port = await freePort();
     const image = `127.0.0.1:${port}/sample/busybox:latest`;
     let registry: ChildProcess | undefined;
-    let containerd: ChildProcess | undefined;
+    let containerd: PrivateContainerd | undefined;
     let snap: CliChild | undefined;
     const startSnapshotter = async () => {
       snap = spawnCairn(['snapshotter', '--socket', snapSock, '--root', snapRoot], { timeoutMs: 600_000 });
       await waitFor('the snapshotter socket', () => existsSync(snapSock) && snap!.stderr().includes('"serving"'));
     };
-    const ctr = (...args: string[]) => run('ctr', ['-a', ctrdSock, ...args]);
+    const ctr = (...args: string[]) => containerd!.ctr(...args);
     /** `ctr run --rm` of the image with cairn's snapshots: the command's output. */
     const runIn = (id: string, ...cmd: string[]) => ctr('run', '--snapshotter', 'cairn', '--rm', image, id, ...cmd);
     try {
@@ -80,26 +53,8 @@ describe.skipIf(!usable)('cairn snapshotter with real containerd', () => {
         `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'regdata')}\nhttp:\n  addr: 127.0.0.1:${port}\n`,
       );
       registry = spawn('docker-registry', ['serve', join(dir, 'registry.yml')], { stdio: 'ignore' });
-      await writeFile(
-        join(dir, 'containerd.toml'),
-        [
-          'version = 2',
-          `root = "${join(dir, 'ctrd-root')}"`,
-          `state = "${join(dir, 'ctrd-state')}"`,
-          '[grpc]',
-          `  address = "${ctrdSock}"`,
-          '[proxy_plugins.cairn]',
-          '  type = "snapshot"',
-          `  address = "${snapSock}"`,
-          '',
-        ].join('\n'),
-      );
       await startSnapshotter();
-      containerd = spawn('containerd', ['--config', join(dir, 'containerd.toml')], { stdio: 'ignore' });
-      await waitFor(
-        'containerd',
-        () => existsSync(ctrdSock) && spawnSync('ctr', ['-a', ctrdSock, 'version']).status === 0,
-      );
+      containerd = await startContainerd(dir, snapSock);
       const pushed = async () => {
         const r = spawnSync('skopeo', [
           'copy',
@@ -119,13 +74,7 @@ describe.skipIf(!usable)('cairn snapshotter with real containerd', () => {
       );
 
       // containerd's committed layers are cairn's committed snapshots, key for key.
-      const ctrKeys = () =>
-        ctr('snapshot', '--snapshotter', 'cairn', 'ls')
-          .trim()
-          .split('\n')
-          .slice(1)
-          .map((l) => l.split(/\s+/)[0]!)
-          .sort();
+      const ctrKeys = () => containerd!.snapshotNames();
       const cairnKeys = () => {
         const meta = new SnapshotMetadata(join(snapRoot, 'metadata.db'));
         try {
@@ -149,7 +98,7 @@ describe.skipIf(!usable)('cairn snapshotter with real containerd', () => {
       // containerd's gRPC client reconnects with backoff: give it time to see the new socket.
       await waitFor(
         'containerd to reconnect',
-        () => spawnSync('ctr', ['-a', ctrdSock, 'snapshot', '--snapshotter', 'cairn', 'ls']).status === 0,
+        () => containerd!.ctrOk('snapshot', '--snapshotter', 'cairn', 'ls'),
         60_000,
       );
       expect(ctrKeys()).toEqual(before);
@@ -160,13 +109,10 @@ describe.skipIf(!usable)('cairn snapshotter with real containerd', () => {
       ctr('images', 'rm', '--sync', image);
       await waitFor('garbage collection of the snapshots', () => cairnKeys().length === 0, 30_000);
     } finally {
-      await stopChild(containerd);
+      await stopChild(containerd?.child);
       await stopChild(snap?.child);
       await stopChild(registry);
-      for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-        const target = line.split(' ')[1];
-        if (target?.startsWith(dir)) spawnSync('umount', ['-l', target]);
-      }
+      unmountUnder(dir);
     }
   }, 300_000);
 });
