@@ -74,6 +74,11 @@ const BENCHES = {
     args: () => [],
     before: ensureCorpus,
   },
+  snapshotter: {
+    what: 'containerd: cairn containerd pull + ctr run (lazy layers) vs ctr images pull + ctr run (overlayfs), time to the output and bytes fetched (bench/results/snapshotter; corpus images when the corpus exists)',
+    script: 'bench/snapshotter/run.js',
+    args: () => [],
+  },
 };
 
 function usage(stream) {
