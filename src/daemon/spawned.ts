@@ -80,7 +80,12 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`cairn daemon: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
-});
+main().then(
+  // Stopped: a FUSE mount someone else detached keeps fuse-native's session thread (and so
+  // the process) alive, since its unmount failed; nothing is served any more, so end here.
+  () => process.exit(process.exitCode ?? 0),
+  (err: unknown) => {
+    process.stderr.write(`cairn daemon: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -86,6 +86,16 @@ async function runDaemonHere(o: DaemonCliOptions, exitWhenIdle: boolean): Promis
     exitWhenIdle,
     ...(metrics ? { metrics } : {}),
   });
+  exitStoppedDaemon();
+}
+
+/**
+ * Ends the process of a daemon that has stopped. A FUSE mount that could not be
+ * unmounted (detached by someone else: fusermount fails, so fuse-native never
+ * ends its session thread) would otherwise keep the process alive forever.
+ */
+export function exitStoppedDaemon(): void {
+  process.exit(process.exitCode ?? 0);
 }
 
 /** Reads the daemon's one-line answer from the handoff pipe; rejects with the daemon's last log line if it exits first. */
