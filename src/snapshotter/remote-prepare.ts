@@ -56,6 +56,8 @@ export class RemotePreparer {
   private readonly client: RegistryClient | undefined;
   private fallbacks = 0;
   private lazies = 0;
+  /** Lazy snapshots created and not mounted yet, by target: a concurrent Prepare of one waits for it. */
+  private readonly mounting = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: RemotePrepareOptions) {
     this.client = opts.registry
@@ -139,13 +141,26 @@ export class RemotePreparer {
   ): Promise<void> {
     const s = this.opts.snapshotter;
     const { created, id } = s.createLazy(target, parent, labels, source);
-    if (!created) return;
+    if (!created) {
+      // Another Prepare of the same target (another namespace's pull) may still be mounting it:
+      // ALREADY_EXISTS must not be answered before its files are there.
+      await this.mounting.get(target);
+      return;
+    }
+    const mounting = (async () => {
+      try {
+        const info = await this.opts.mounts.mount(source, s.fsDirOf(id));
+        this.opts.log.info('lazy snapshot', { target, ...info });
+      } catch (err) {
+        await s.dropLazy(target);
+        throw new Fallback('mount-failed', err instanceof Error ? err.message : String(err));
+      }
+    })();
+    this.mounting.set(target, mounting);
     try {
-      const info = await this.opts.mounts.mount(source, s.fsDirOf(id));
-      this.opts.log.info('lazy snapshot', { target, ...info });
-    } catch (err) {
-      await s.dropLazy(target);
-      throw new Fallback('mount-failed', err instanceof Error ? err.message : String(err));
+      await mounting;
+    } finally {
+      this.mounting.delete(target);
     }
   }
 

@@ -5,6 +5,7 @@
 import {
   Server,
   ServerCredentials,
+  status,
   type sendUnaryData,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -98,7 +99,10 @@ export class SnapshotterServer {
           },
           (err: unknown) => {
             const e = toServiceError(err, method);
-            log.info('call failed', { method, request: call.request, error: e.details });
+            // ALREADY_EXISTS is an answer containerd expects (a lazy layer, a key it retries), not a failure.
+            if (e.code === status.ALREADY_EXISTS)
+              log.debug('call answered ALREADY_EXISTS', { method, request: call.request });
+            else log.info('call failed', { method, request: call.request, error: e.details });
             callback(e, null);
           },
         );

@@ -143,6 +143,13 @@ describe.skipIf(!usable)('cairn snapshotter lazy path with real containerd', () 
       const pulled = JSON.parse(pull.stdout) as PullJson;
       expect(pulled).toMatchObject({ layers: 3, lazy: 3, present: 0 });
       expect(ctr('content', 'ls')).not.toMatch(/application\/vnd\.oci\.image\.layer/);
+      // Pulling again finds every layer there and only refreshes the content and the image record.
+      const again = await cairn(
+        ['containerd', 'pull', BIG_REF, '--address', containerd.socket, '--registry', url, '--json'],
+        { timeoutMs: 120_000 },
+      );
+      ok(again, 'cairn containerd pull (again)');
+      expect(JSON.parse(again.stdout)).toMatchObject({ layers: 3, lazy: 0, present: 3 });
       const lazy = records().filter((r) => r.lazy);
       expect(lazy.map((r) => r.lazy!.layers).sort()).toEqual([1, 2, 3]);
 

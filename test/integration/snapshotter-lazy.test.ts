@@ -34,11 +34,14 @@ class FakeMounts implements LazyMounter {
   readonly mounts = new Map<string, LazySource>();
   readonly unmounted: string[] = [];
   fail = false;
+  /** How long a mount takes (a real one fetches the image's recipes). */
+  delayMs = 0;
 
-  mount(src: LazySource, mountpoint: string): Promise<MountInfo> {
-    if (this.fail) return Promise.reject(new CairnError(ErrorCode.UNAVAILABLE, 'no daemon (test)'));
+  async mount(src: LazySource, mountpoint: string): Promise<MountInfo> {
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (this.fail) throw new CairnError(ErrorCode.UNAVAILABLE, 'no daemon (test)');
     this.mounts.set(mountpoint, src);
-    return Promise.resolve({ mountpoint } as MountInfo);
+    return { mountpoint } as MountInfo;
   }
 
   unmount(mountpoint: string): Promise<void> {
@@ -188,6 +191,29 @@ describe('RemotePreparer over a cairn registry', () => {
         expect(text).toContain(`cairn_snapshotter_prepares_total{path="fallback",reason="${reason}"} 1`);
       // Each fallback is an ordinary active snapshot containerd fills.
       expect(t.snapshotter.stat('k5').kind).toBe('active');
+    } finally {
+      await t.close();
+    }
+  });
+
+  test('concurrent Prepares of one target: the second answers only once the mount is there, or falls back with it', async () => {
+    const t = await setup();
+    try {
+      t.mounts.delayMs = 200;
+      const mountedWhen: boolean[] = [];
+      const both = ['ns1/1/extract-1 a', 'ns2/2/extract-2 b'].map((key) =>
+        alreadyExists(t.remote.prepare(key, '', t.labelsOf(0))).then(() =>
+          mountedWhen.push(t.mounts.mounts.size === 1),
+        ),
+      );
+      await Promise.all(both);
+      expect(mountedWhen).toEqual([true, true]);
+      t.mounts.fail = true;
+      const [a, b] = await Promise.all(
+        ['ns1/3/extract-3 c', 'ns2/4/extract-4 d'].map((key) => t.remote.prepare(key, t.chain[0]!, t.labelsOf(1))),
+      );
+      expect([a!.length, b!.length]).toEqual([1, 1]); // ordinary snapshots' mounts
+      expect(t.remote.counts()).toEqual({ lazy: 2, fallback: 2 });
     } finally {
       await t.close();
     }
