@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
-import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import { CairnError, ErrorCode } from '../../model/errors.js';
 import { parseDigest, type Digest } from '../../model/digest.js';
@@ -25,6 +24,53 @@ const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** Files up to this size are sent from one read; larger ones are streamed. */
 const SMALL_FILE_BYTES = 256 * 1024;
 const FILES_PREFIX = '/api/v1/files/';
+/** Read size of a streamed file; two buffers of it per response. */
+const STREAM_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Sends `length` bytes of `fh` from `start`: two buffers used in turn, the next
+ * read under way while the previous chunk is written, and a buffer reused only
+ * once its write has reached the socket. A read stream would allocate a buffer
+ * per chunk; this costs about a third less CPU per byte (bench/results/http/proto-large).
+ */
+/** Resolves once `chunk` has reached the socket; rejects when the response closes first (a client gone). */
+function written(res: ServerResponse, chunk: Buffer): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    // A write pending on a socket that goes away may never call back: 'close' says it instead.
+    const gone = (): void =>
+      reject(Object.assign(new Error('the client closed the connection'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    res.once('close', gone);
+    res.write(chunk, (err) => {
+      res.off('close', gone);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+async function streamRange(fh: FileHandle, res: ServerResponse, start: number, length: number): Promise<void> {
+  const bufs = [Buffer.allocUnsafe(STREAM_CHUNK_BYTES), Buffer.allocUnsafe(STREAM_CHUNK_BYTES)];
+  const end = start + length;
+  let pos = start;
+  let i = 0;
+  let pending = fh.read(bufs[0] as Buffer, 0, Math.min(STREAM_CHUNK_BYTES, end - pos), pos);
+  try {
+    while (pos < end) {
+      const { bytesRead } = await pending;
+      if (bytesRead <= 0) throw new CairnError(ErrorCode.STORAGE, `short read at byte ${pos} of a stored file`);
+      const chunk = (bufs[i] as Buffer).subarray(0, bytesRead);
+      pos += bytesRead;
+      i ^= 1;
+      if (pos < end) pending = fh.read(bufs[i] as Buffer, 0, Math.min(STREAM_CHUNK_BYTES, end - pos), pos);
+      await written(res, chunk);
+    }
+  } catch (err) {
+    // A client gone mid-write leaves the next read in flight: its outcome no longer matters.
+    pending.catch(() => undefined);
+    throw err;
+  }
+  res.end();
+}
 
 type Handler = (req: IncomingMessage, res: ServerResponse, params: string[]) => Promise<void> | void;
 interface Route {
@@ -356,7 +402,6 @@ export class RegistryHttpServer {
         throw new CairnError(ErrorCode.NOT_FOUND, `file ${digest} is unknown`);
       throw err;
     }
-    let handedOff = false;
     try {
       const size = (await fh.stat()).size;
       if (size <= SMALL_FILE_BYTES) {
@@ -375,13 +420,9 @@ export class RegistryHttpServer {
         return;
       }
       const handle = fh;
-      await this.sendContent(req, res, digest, size, async (start, length) => {
-        handedOff = true;
-        // The stream owns and closes the handle; backpressure comes from pipeline.
-        await pipeline(handle.createReadStream({ start, end: start + length - 1, highWaterMark: 1024 * 1024 }), res);
-      });
+      await this.sendContent(req, res, digest, size, (start, length) => streamRange(handle, res, start, length));
     } finally {
-      if (!handedOff) await fh.close();
+      await fh.close();
     }
   }
 
