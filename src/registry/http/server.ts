@@ -195,7 +195,9 @@ export class RegistryHttpServer {
     ];
     this.server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
       const started = performance.now();
-      const path = (req.url ?? '/').split('?')[0] as string;
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q < 0 ? url : url.slice(0, q);
       if (!this.serveCachedFile(req, res, path, started)) void this.handle(req, res, path, started);
     });
   }
@@ -247,7 +249,7 @@ export class RegistryHttpServer {
       res.end(cached);
       this.metrics.bytesSent.inc(cached.byteLength);
     }
-    this.metrics.record('file', req.method, 200, (performance.now() - started) / 1000);
+    this.metrics.recordFileOk(req.method, (performance.now() - started) / 1000);
     return true;
   }
 
