@@ -13,7 +13,15 @@ import { writeOciLayout, type ImageInput } from '../../src/image/layout-writer.j
 import { dir, file, layer, symlink, whiteout } from '../fixtures/layers.js';
 import { fetchRaw, importFixtureImage, pseudoRandom, startRegistry } from '../fixtures/registry.js';
 import { testTempDir } from '../fixtures/tmp.js';
-import { AUTH, errorCode, pushBlob, pushWrittenImage, putManifest, testOciOptions } from '../fixtures/oci.js';
+import {
+  AUTH,
+  errorCode,
+  patchUpload,
+  pushBlob,
+  pushWrittenImage,
+  putManifest,
+  testOciOptions,
+} from '../fixtures/oci.js';
 
 const BIG = pseudoRandom(300_000, 'oci-big');
 
@@ -84,17 +92,7 @@ describe('/v2 blob uploads', () => {
     expect(start.status).toBe(202);
     const loc = start.headers.location as string;
     expect(loc).toMatch(/^\/v2\/lib\/x\/blobs\/uploads\/[0-9a-f-]{36}$/);
-    const patch = (from: number, to: number) =>
-      fetchRaw(reg.url, loc, {
-        method: 'PATCH',
-        headers: {
-          ...AUTH,
-          'content-type': 'application/octet-stream',
-          'content-range': `${from}-${to - 1}`,
-          'content-length': String(to - from),
-        },
-        body: data.subarray(from, to),
-      });
+    const patch = (from: number, to: number) => patchUpload(reg.url, loc, data, from, to);
     const p1 = await patch(0, 20_000);
     expect(p1.status).toBe(202);
     expect(p1.headers.range).toBe('0-19999');

@@ -12,21 +12,8 @@ import { writeOciLayout, type ImageInput } from '../../src/image/layout-writer.j
 import { dir, file, layer } from '../fixtures/layers.js';
 import { fetchRaw, pseudoRandom, startRegistry } from '../fixtures/registry.js';
 import { testTempDir } from '../fixtures/tmp.js';
-import { AUTH, errorCode, pushBlob, pushWrittenImage, testOciOptions } from '../fixtures/oci.js';
+import { AUTH, errorCode, patchUpload, pushBlob, pushWrittenImage, testOciOptions } from '../fixtures/oci.js';
 import { collectGarbage } from '../../src/registry/gc.js';
-
-function patch(url: string, loc: string, data: Buffer, from: number, to: number) {
-  return fetchRaw(url, loc, {
-    method: 'PATCH',
-    headers: {
-      ...AUTH,
-      'content-type': 'application/octet-stream',
-      'content-range': `${from}-${to - 1}`,
-      'content-length': String(to - from),
-    },
-    body: data.subarray(from, to),
-  });
-}
 
 describe('/v2 uploads shared by server processes', () => {
   it('chunks of one upload go to different servers on one root; the upload survives a server restart', async () => {
@@ -39,22 +26,22 @@ describe('/v2 uploads shared by server processes', () => {
     const start = await fetchRaw(a.url, '/v2/lib/x/blobs/uploads/', { method: 'POST', headers: AUTH });
     expect(start.status).toBe(202);
     const loc = start.headers.location as string;
-    expect((await patch(b.url, loc, data, 0, 30_000)).status).toBe(202);
+    expect((await patchUpload(b.url, loc, data, 0, 30_000)).status).toBe(202);
     // The status comes from the files, whichever server asks.
     const status = await fetchRaw(a.url, loc, { headers: AUTH });
     expect(status.status).toBe(204);
     expect(status.headers.range).toBe('0-29999');
     // A chunk that does not follow what another server stored is refused with where the upload stands.
-    const gap = await patch(a.url, loc, data, 40_000, 50_000);
+    const gap = await patchUpload(a.url, loc, data, 40_000, 50_000);
     expect(gap.status).toBe(416);
     expect(gap.headers.range).toBe('0-29999');
-    expect((await patch(a.url, loc, data, 30_000, 60_000)).status).toBe(202);
+    expect((await patchUpload(a.url, loc, data, 30_000, 60_000)).status).toBe(202);
     // Another repository does not see the upload.
     expect((await fetchRaw(b.url, loc.replace('/lib/x/', '/lib/y/'), { headers: AUTH })).status).toBe(404);
     await a.close();
     const c = await startRegistry(root, { oci });
     expect((await fetchRaw(c.url, loc, { headers: AUTH })).headers.range).toBe('0-59999');
-    expect((await patch(c.url, loc, data, 60_000, 90_000)).status).toBe(202);
+    expect((await patchUpload(c.url, loc, data, 60_000, 90_000)).status).toBe(202);
     // Finished by a server that wrote only the last chunk: it hashes the whole file, and it matches.
     const done = await fetchRaw(b.url, `${loc}?digest=${d}`, { method: 'PUT', headers: AUTH });
     expect(done.status, done.text()).toBe(201);
@@ -70,7 +57,7 @@ describe('/v2 uploads shared by server processes', () => {
     const data = pseudoRandom(10_000, 'shared-bad');
     const loc = (await fetchRaw(a.url, '/v2/r/blobs/uploads/', { method: 'POST', headers: AUTH })).headers
       .location as string;
-    expect((await patch(a.url, loc, data, 0, 10_000)).status).toBe(202);
+    expect((await patchUpload(a.url, loc, data, 0, 10_000)).status).toBe(202);
     const wrong = sha256(Buffer.from('something else'));
     const put = await fetchRaw(b.url, `${loc}?digest=${wrong}`, { method: 'PUT', headers: AUTH });
     expect(put.status).toBe(400);
