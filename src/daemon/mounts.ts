@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import type { Entry } from '../model/entry.js';
 import type { BlobSource } from '../fetch/blob-source.js';
-import { RegistryClient } from '../fetch/registry-client.js';
+import { RegistryClient, type RemoteImage } from '../fetch/registry-client.js';
 import { FuseMount } from '../fuse/adapter.js';
 import { UnionView, type LookupMode } from '../union/view.js';
 import { ImageFs } from './image-fs.js';
@@ -43,6 +43,8 @@ export interface MountInfo {
   digest: string;
   lookup: LookupMode;
   layers: number;
+  /** Where the union view came from: the registry's built view, or built here from the recipes. */
+  metadata: 'view' | 'recipes';
   writable: boolean;
   mountedMs: number;
   /** Time from the request to the mount answering. */
@@ -153,9 +155,7 @@ export class MountManager {
       );
     }
     const wanted = req.layers === undefined ? image.layers : image.layers.slice(0, req.layers);
-    const recipes = await Promise.all(wanted.map((l) => client.recipe(l.recipe)));
-    const layers: Entry[][] = recipes.map((r) => r.entries);
-    const view = UnionView.build(layers, { lookup: req.lookup });
+    const { view, metadata } = await this.loadView(client, image, wanted, req.lookup);
     const recordDir = join(this.opts.stateDir, 'reads');
     const metrics = new MountMetrics(mountpoint, this.metrics);
     const record: Partial<Mounted> = {
@@ -226,7 +226,8 @@ export class MountManager {
       image: `${req.repository}${req.reference.startsWith('sha256:') ? '@' : ':'}${req.reference}`,
       digest: image.digest,
       lookup: req.lookup,
-      layers: layers.length,
+      layers: wanted.length,
+      metadata,
       writable: req.upper !== undefined,
       mountedMs: Date.now(),
       readySeconds: (performance.now() - started) / 1000,
@@ -240,6 +241,43 @@ export class MountManager {
     this.metrics.track(metrics);
     this.opts.log.info('mounted', { ...info });
     return info;
+  }
+
+  /**
+   * The union view of `wanted` (the image's first layers): restored from the
+   * view the registry built (no recipe to parse, no name to intern), or built
+   * here from the recipes when the registry serves none or one that does not
+   * check out (wrong digest, not a view, built from other layers).
+   */
+  private async loadView(
+    client: RegistryClient,
+    image: RemoteImage,
+    wanted: RemoteImage['layers'],
+    lookup: LookupMode,
+  ): Promise<{ view: UnionView; metadata: 'view' | 'recipes' }> {
+    if (wanted.length > 0) {
+      try {
+        const decoded = UnionView.decode(await client.view(image.digest, wanted.length), { lookup });
+        const expected = wanted.map((l) => l.recipe);
+        if (decoded.recipes.length !== expected.length || decoded.recipes.some((r, i) => r !== expected[i])) {
+          throw new CairnError(ErrorCode.INVALID_INPUT, `view: built from other layers than those of the image`);
+        }
+        return { view: decoded.view, metadata: 'view' };
+      } catch (err) {
+        // Whatever went wrong with the view (a registry without views answers NOT_FOUND), the
+        // recipes still describe the image, verified by their ids; a registry that is down fails there.
+        const code = err instanceof CairnError ? err.code : undefined;
+        if (code !== ErrorCode.NOT_FOUND) {
+          this.opts.log.warn("refused the registry's view of the image; building it from the recipes", {
+            image: image.digest,
+            error: (err as Error).message,
+          });
+        }
+      }
+    }
+    const recipes = await Promise.all(wanted.map((l) => client.recipe(l.recipe)));
+    const layers: Entry[][] = recipes.map((r) => r.entries);
+    return { view: UnionView.build(layers, { lookup }), metadata: 'recipes' };
   }
 
   async unmount(path: string): Promise<void> {

@@ -50,7 +50,10 @@ export class RegistryClient {
     this.pool = new HttpPool(origin, { connections: 2, idleTimeoutMs: this.deadlineMs + 1000 });
   }
 
-  private async get(path: string, what: string): Promise<{ status: number; body: Buffer; encoding?: string }> {
+  private async get(
+    path: string,
+    what: string,
+  ): Promise<{ status: number; body: Buffer; encoding?: string; viewDigest?: string }> {
     if (this.closed) throw new CairnError(ErrorCode.UNAVAILABLE, 'registry client is closed');
     try {
       const res = await this.pool.request({
@@ -60,7 +63,13 @@ export class RegistryClient {
       });
       const body = await readBody(res.body);
       const encoding = res.headers['content-encoding'];
-      return { status: res.statusCode, body, ...(typeof encoding === 'string' ? { encoding } : {}) };
+      const viewDigest = res.headers['cairn-view-digest'];
+      return {
+        status: res.statusCode,
+        body,
+        ...(typeof encoding === 'string' ? { encoding } : {}),
+        ...(typeof viewDigest === 'string' ? { viewDigest } : {}),
+      };
     } catch (err) {
       const name = (err as Error).name;
       if (name === 'TimeoutError' || name === 'AbortError') {
@@ -123,6 +132,29 @@ export class RegistryClient {
     checkRecipeDigest(id, `sha256:${Buffer.from(await hashing).toString('hex')}`);
     if (recipe === undefined) throw invalid;
     return recipe;
+  }
+
+  /**
+   * The registry's built view of image `digest`'s first `layers` layers
+   * (`UnionView.decode` restores it), checked against the digest the registry
+   * states for it. NOT_FOUND from a registry that serves no views. The view is
+   * metadata as the image's description is: the caller checks that it names
+   * the recipes of the layers it asked for.
+   */
+  async view(digest: Digest, layers: number): Promise<Buffer> {
+    const what = `view of image ${digest} (${layers} layers) at ${this.opts.url}`;
+    const r = await this.get(`/api/v1/images/${digest}/view?layers=${layers}`, what);
+    this.check(r, what);
+    const stated = r.viewDigest;
+    if (stated === undefined) throw new CairnError(ErrorCode.INVALID_INPUT, `${what}: no cairn-view-digest header`);
+    const actual = `sha256:${Buffer.from(await webcrypto.subtle.digest('SHA-256', r.body)).toString('hex')}`;
+    if (actual !== stated) {
+      throw new CairnError(
+        ErrorCode.DIGEST_MISMATCH,
+        `${what}: content hashes to ${actual}, the registry says ${stated}`,
+      );
+    }
+    return r.body;
   }
 
   async close(): Promise<void> {

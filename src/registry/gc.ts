@@ -4,6 +4,7 @@ import type { RegistryStore } from './store.js';
 import { BlobStore } from './blob-store.js';
 import { OciMeta } from './oci/oci-meta.js';
 import { UploadStore } from './oci/uploads.js';
+import { ViewStore } from './views.js';
 
 export interface GcResult {
   scanned: number;
@@ -17,6 +18,8 @@ export interface GcResult {
   expiredUploads: number;
   /** Images no repository holds any more (deleted through /v2), removed with what only they used. */
   removedImages: number;
+  /** Built views (ROOT/views) of layer lists no stored image has any more. */
+  removedViews: number;
 }
 
 /**
@@ -38,6 +41,7 @@ export async function collectGarbage(
     removedUploadedBytes: 0,
     expiredUploads: 0,
     removedImages: 0,
+    removedViews: 0,
   };
   if (!opts.dryRun) {
     // The metadata of deleted images goes first. The contents only they used are now unreferenced,
@@ -66,6 +70,7 @@ export async function collectGarbage(
     result.removedTemp++;
   }
   await collectUploaded(store, cutoff, opts.dryRun ?? false, result);
+  result.removedViews = (await new ViewStore(store).prune(cutoff, opts.dryRun ?? false)).removed;
   return result;
 }
 

@@ -34,6 +34,8 @@ export interface ImportResult {
   seconds: number;
   /** What online reconstruction did, when it was enabled (see src/registry/reconstruct.ts). */
   reconstruction?: StoredReconstruction;
+  /** Bytes of the built view(s) a mount restores (0 when building them failed). */
+  viewBytes: number;
 }
 
 export { parseRepoTag } from '../model/reference.js';
@@ -97,6 +99,8 @@ export async function importImage(
     reconstruct?: ReconstructSettings;
     /** Record the image in the repository without tagging it (a push by digest); `target`'s tag is ignored. */
     untagged?: boolean;
+    /** Told what went wrong in a step the import survives (building the image's view). */
+    onWarning?: (message: string) => void;
   } = {},
 ): Promise<ImportResult> {
   const started = performance.now();
@@ -182,8 +186,21 @@ export async function importImage(
           ...(opts.signal ? { signal: opts.signal } : {}),
         })
       : undefined;
+    // The view a mount restores, built now so the first mount does not wait for it (a cache:
+    // a failure here leaves the import whole, and the registry builds the view on demand).
+    let viewBytes = 0;
+    try {
+      const { ViewStore } = await import('./views.js');
+      const views = new ViewStore(store);
+      for (const d of [image.manifestDigest, reconstruction?.image]) {
+        if (d !== undefined) viewBytes += (await views.prebuild(d)).bytes.byteLength;
+      }
+    } catch (err) {
+      opts.onWarning?.(`view of ${repository}:${tag} not built: ${(err as Error).message}`);
+    }
     return {
       ...(reconstruction ? { reconstruction } : {}),
+      viewBytes,
       repository,
       tag,
       digest: image.manifestDigest,

@@ -56,6 +56,11 @@ export class NamePool {
     return this.pool.slice(o, o + (this.len[id] as number));
   }
 
+  /** The packed form, for serialization: the pool string and the per-name arrays. */
+  parts(): { pool: string; off: Uint32Array; len: Uint32Array; hashes: Uint32Array } {
+    return { pool: this.pool, off: this.off, len: this.len, hashes: this.hashes };
+  }
+
   /** Whether name `id` is `s`; `h` must be `hashName(s)`. */
   equals(id: number, s: string, h: number): boolean {
     return this.hashes[id] === h && this.len[id] === s.length && this.pool.startsWith(s, this.off[id]);

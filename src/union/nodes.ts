@@ -76,7 +76,28 @@ function nextPow2(n: number): number {
   return p;
 }
 
-const DIGEST_BYTES = 32;
+export const DIGEST_BYTES = 32;
+
+/** Everything a node table holds once built (what a serialized view carries). */
+export interface TableParts {
+  layerBase: Int32Array;
+  parent: Int32Array;
+  nameId: Uint32Array;
+  kind: Uint8Array;
+  mode: Uint16Array;
+  uid: Uint32Array;
+  gid: Uint32Array;
+  mtime: Float64Array;
+  size: Float64Array;
+  extra: Int32Array;
+  count: Uint32Array;
+  /** `DIGEST_BYTES` per file digest slot. */
+  digests: Uint8Array;
+  targets: string[];
+  devs: number[];
+  xattrs: Map<number, Record<string, string>>;
+  names: NamePool;
+}
 
 /** Growable struct-of-arrays node storage plus the per-layer name index. */
 export class NodeTable {
@@ -98,10 +119,10 @@ export class NodeTable {
   digests: Uint8Array;
   private digestSlots = 0;
   private digestBuf: Buffer | undefined;
-  readonly targets: string[] = [];
-  readonly devs: number[] = [];
+  readonly targets: string[];
+  readonly devs: number[];
   /** Xattrs as given (base64 values), overlay's private ones and ones the kernel refuses left out. */
-  readonly xattrs = new Map<number, Record<string, string>>();
+  readonly xattrs: Map<number, Record<string, string>>;
   /** First node id of each layer, plus the total at the end. */
   readonly layerBase: Int32Array;
   readonly layerCount: number;
@@ -109,10 +130,43 @@ export class NodeTable {
   /** The name index: node ids by (parent, name), open addressing, -1 empty. Dropped by `dropIndex`. */
   private index: Int32Array | null;
   private mask: number;
-  private names: NamePoolBuilder | null = new NamePoolBuilder();
-  private pool: NamePool | null = null;
+  private names: NamePoolBuilder | null;
+  private pool: NamePool | null;
 
-  constructor(layers: Entry[][]) {
+  /** Builds the table of `layers` (bottom first), or restores one from `encodeTable`'s parts (checked by the decoder). */
+  constructor(source: Entry[][] | TableParts) {
+    if (!Array.isArray(source)) {
+      const p = source;
+      this.n = p.parent.length;
+      this.layerCount = p.layerBase.length - 1;
+      this.layerBase = p.layerBase;
+      this.parent = p.parent;
+      this.nameId = p.nameId;
+      this.kind = p.kind;
+      this.mode = p.mode;
+      this.uid = p.uid;
+      this.gid = p.gid;
+      this.mtime = p.mtime;
+      this.size = p.size;
+      this.extra = p.extra;
+      this.count = p.count;
+      this.digests = p.digests;
+      this.digestSlots = p.digests.length / DIGEST_BYTES;
+      this.targets = p.targets;
+      this.devs = p.devs;
+      this.xattrs = p.xattrs;
+      this.names = null;
+      this.pool = p.names;
+      this.index = null;
+      this.mask = 0;
+      return;
+    }
+    const layers = source;
+    this.targets = [];
+    this.devs = [];
+    this.xattrs = new Map();
+    this.names = new NamePoolBuilder();
+    this.pool = null;
     if (layers.length > MAX_LAYERS) bad(`union: ${layers.length} layers, at most ${MAX_LAYERS} are supported`);
     this.layerCount = layers.length;
     this.layerBase = new Int32Array(layers.length + 1);
@@ -312,6 +366,46 @@ export class NodeTable {
     }
   }
 
+  /** The built table's contents (digest slots trimmed to those used). */
+  parts(): TableParts {
+    return {
+      layerBase: this.layerBase,
+      parent: this.parent.subarray(0, this.n),
+      nameId: this.nameId.subarray(0, this.n),
+      kind: this.kind.subarray(0, this.n),
+      mode: this.mode.subarray(0, this.n),
+      uid: this.uid.subarray(0, this.n),
+      gid: this.gid.subarray(0, this.n),
+      mtime: this.mtime.subarray(0, this.n),
+      size: this.size.subarray(0, this.n),
+      extra: this.extra.subarray(0, this.n),
+      count: this.count.subarray(0, this.n),
+      digests: this.digests.subarray(0, this.digestSlots * DIGEST_BYTES),
+      targets: this.targets,
+      devs: this.devs,
+      xattrs: this.xattrs,
+      names: this.namePool,
+    };
+  }
+
+  /** Builds the per-layer name index of a restored table (stacked lookups probe it). */
+  ensureIndex(): void {
+    if (this.index) return;
+    const size = nextPow2(this.n * 2);
+    const mask = size - 1;
+    const index = new Int32Array(size).fill(-1);
+    const hashes = this.namePool.hashes;
+    for (let node = 0; node < this.n; node++) {
+      const p = this.parent[node] as number;
+      if (p < 0) continue;
+      let i = mixKey(p, hashes[this.nameId[node] as number] as number) & mask;
+      while (index[i] !== -1) i = (i + 1) & mask;
+      index[i] = node;
+    }
+    this.index = index;
+    this.mask = mask;
+  }
+
   /** Frees the name index (a flat view never looks names up per layer after construction). */
   dropIndex(): void {
     this.index = null;
@@ -344,7 +438,8 @@ export class NodeTable {
 
   digestHex(node: number): string | undefined {
     const slot = this.extra[node] as number;
-    if (slot < 0 || !this.digestBuf) return undefined;
+    if (slot < 0 || slot >= this.digestSlots) return undefined;
+    this.digestBuf ??= Buffer.from(this.digests.buffer, this.digests.byteOffset, this.digests.byteLength);
     return this.digestBuf.toString('hex', slot * DIGEST_BYTES, (slot + 1) * DIGEST_BYTES);
   }
 

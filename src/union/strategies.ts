@@ -17,6 +17,23 @@ export interface UnionStats {
   bytes: number;
 }
 
+/**
+ * The merged index of a flat view: merged node r has parent mParent[r] (-1 for
+ * the root, r = 0), topmost layer node mTop[r] and mChain[r] merged layers;
+ * `index` is an open-addressing table of merged nodes by (parent, name), -1
+ * empty, a power of two long; the children of r are csrList[csrStart[r] ..
+ * csrStart[r+1]), sorted by name.
+ */
+export interface FlatParts {
+  mParent: Int32Array;
+  mTop: Int32Array;
+  mChain: Uint16Array;
+  index: Int32Array;
+  csrStart: Uint32Array;
+  csrList: Int32Array;
+  stats: UnionStats;
+}
+
 export interface Strategy {
   /** The topmost node named `name` in directory `dir` (a visible directory's top node), or -1. `h` = hashName(name). */
   lookup(dir: number, name: string, h: number): number;
@@ -273,7 +290,24 @@ export class FlatStrategy implements Strategy {
   private readonly csrList: Int32Array;
   private readonly statsValue: UnionStats;
 
-  constructor(private readonly t: NodeTable) {
+  /** Merges the table's layers, or takes the merged index `restored` from a serialized view (checked by its decoder). */
+  constructor(
+    private readonly t: NodeTable,
+    restored?: FlatParts,
+  ) {
+    if (restored) {
+      this.mParent = restored.mParent;
+      this.mTop = restored.mTop;
+      this.mChain = restored.mChain;
+      this.index = restored.index;
+      this.mask = restored.index.length - 1;
+      this.csrStart = restored.csrStart;
+      this.csrList = restored.csrList;
+      this.statsValue = restored.stats;
+      this.nodeToMerged = new Int32Array(t.n).fill(-1);
+      for (let r = 0; r < restored.mTop.length; r++) this.nodeToMerged[restored.mTop[r] as number] = r;
+      return;
+    }
     const n = t.n;
     const L = t.layerCount;
     const hashes = t.namePool.hashes;
@@ -400,6 +434,19 @@ export class FlatStrategy implements Strategy {
 
   isVisibleDir(node: number): boolean {
     return (this.nodeToMerged[node] as number) >= 0 && this.t.kindOf(node) === K_DIR;
+  }
+
+  /** The merged index, for serialization. */
+  parts(): FlatParts {
+    return {
+      mParent: this.mParent,
+      mTop: this.mTop,
+      mChain: this.mChain,
+      index: this.index,
+      csrStart: this.csrStart,
+      csrList: this.csrList,
+      stats: this.statsValue,
+    };
   }
 
   mergedLayers(dir: number): number {

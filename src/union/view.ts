@@ -48,9 +48,11 @@
  */
 import type { Digest } from '../model/digest.js';
 import type { Entry } from '../model/entry.js';
+import { CairnError, ErrorCode } from '../model/errors.js';
 import { hashName } from './names.js';
+import { encodeTable, decodeTable } from './serialize.js';
 import { K_BLOCK, K_CHAR, K_DIR, K_FIFO, K_FILE, K_HARDLINK, K_SYMLINK, K_WHITEOUT, NodeTable } from './nodes.js';
-import { FlatStrategy, StackedStrategy, type Strategy, type UnionStats } from './strategies.js';
+import { FlatStrategy, StackedStrategy, type FlatParts, type Strategy, type UnionStats } from './strategies.js';
 
 export type { UnionStats } from './strategies.js';
 
@@ -154,13 +156,40 @@ export class UnionView {
    * path that is both a directory and not, a hardlink to nothing earlier.
    */
   static build(layers: Entry[][], opts: BuildOptions): UnionView {
+    return UnionView.over(new NodeTable(layers.length === 0 ? [[]] : layers), opts);
+  }
+
+  /**
+   * The bytes of the view of `layers` (bottom first), to be restored by
+   * `decode`: what a registry serves so that mounts skip building. `recipes`
+   * names the layers (one id each) and travels with the bytes.
+   */
+  static encode(layers: Entry[][], recipes: string[]): Buffer {
+    if (recipes.length !== Math.max(1, layers.length)) {
+      throw new CairnError(ErrorCode.INVALID_INPUT, `view: ${recipes.length} recipe ids for ${layers.length} layers`);
+    }
     const t = new NodeTable(layers.length === 0 ? [[]] : layers);
+    return encodeTable(t, new FlatStrategy(t).parts(), recipes);
+  }
+
+  /**
+   * Restores a view from `encode`'s bytes, checked (INVALID_INPUT when they are
+   * not a view); `recipes` are the ids it says it was built from. Equal to
+   * `build` of the same layers in every answer.
+   */
+  static decode(bytes: Buffer, opts: BuildOptions): { view: UnionView; recipes: string[] } {
+    const { table, recipes, flat } = decodeTable(bytes, { flat: opts.lookup === 'flat' });
+    return { view: UnionView.over(table, opts, flat), recipes };
+  }
+
+  private static over(t: NodeTable, opts: BuildOptions, flat?: FlatParts): UnionView {
     const topRoot = t.layerBase[t.layerCount - 1] as number;
     let s: Strategy;
     if (opts.lookup === 'flat') {
-      s = new FlatStrategy(t);
+      s = new FlatStrategy(t, flat);
       t.dropIndex();
     } else {
+      t.ensureIndex();
       s = new StackedStrategy(t, topRoot);
     }
     return new UnionView(t, s, opts.lookup);

@@ -127,8 +127,10 @@ async function oracle(ctx: TestContext, stack: FixtureEntry[][]): Promise<Oracle
     for (const lookup of ['flat', 'stacked'] as LookupMode[]) {
       const mnt = join(tmp.path, lookup);
       await mkdir(mnt);
-      await mm.mount({ registry: reg.url, repository, reference: 'latest', mountpoint: mnt, lookup });
+      const info = await mm.mount({ registry: reg.url, repository, reference: 'latest', mountpoint: mnt, lookup });
       mounted.push(mnt);
+      // The view is the registry's built one, restored: what the oracle checks is that path.
+      expect(info.metadata).toBe('view');
     }
     walks.push(...(await Promise.all(mounted.map((m) => walkTree(m)))));
   } finally {

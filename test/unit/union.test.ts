@@ -94,6 +94,15 @@ function both(layers: Entry[][]): { v: UnionView; snap: Map<string, Snap>; stack
   expect([...b.keys()]).toEqual([...a.keys()]);
   expect(b).toEqual(a);
   expect(stacked.statfs()).toEqual(flat.statfs());
+  // The view as a registry serves it: restored in either mode, it must answer exactly as built.
+  const recipes = Array.from({ length: Math.max(1, layers.length) }, (_, i) => `recipe-${i}`);
+  const bytes = UnionView.encode(layers, recipes);
+  for (const lookup of ['flat', 'stacked'] as const) {
+    const restored = UnionView.decode(bytes, { lookup });
+    expect(restored.recipes).toEqual(recipes);
+    expect(snapshot(restored.view)).toEqual(a);
+    expect(restored.view.statfs()).toEqual(flat.statfs());
+  }
   return { v: flat, snap: a, stacked };
 }
 
@@ -497,5 +506,114 @@ describe('UnionView: stacked and flat agree', () => {
         throw new Error(`seed ${seed}: ${(err as Error).message}\n${JSON.stringify(layers)}`, { cause: err });
       }
     }
+  });
+});
+
+// ---- the serialized view -------------------------------------------------------
+
+describe('UnionView.encode / decode', () => {
+  const layers = (): Entry[][] => [
+    [d('etc'), f('etc/passwd', 'root'), sl('etc/link', 'passwd'), hl('etc/hard', 'etc/passwd'), chr('dev/tty', 5, 0)],
+    [f('etc/passwd', 'root2', { xattrs: { 'user.k': 'v' } }), wh('etc/link'), opq('var'), f('var/x', 'x')],
+  ];
+  const recipes = ['sha256:r0', 'sha256:r1'];
+  const good = (): Buffer => UnionView.encode(layers(), recipes);
+  const code = (fn: () => unknown): string | undefined => {
+    try {
+      fn();
+    } catch (err) {
+      return err instanceof CairnError ? `${err.code}: ${err.message}` : String(err);
+    }
+    return undefined;
+  };
+  /** Offsets of the sections (the header's length decides where they start). */
+  const layout = (buf: Buffer): { start: number; nodes: number } => {
+    const len = buf.readUInt32LE(8);
+    const h = JSON.parse(buf.toString('utf8', 12, 12 + len)) as { nodes: number; layers: number };
+    const start = (12 + len + 7) & ~7;
+    // layerBase (layers + 1 Int32) comes first, then parent (nodes Int32).
+    return { start: start + (((h.layers + 1) * 4 + 7) & ~7), nodes: h.nodes };
+  };
+
+  it('restores from an unaligned buffer (a copy is made) and names the recipes', () => {
+    const bytes = good();
+    const shifted = Buffer.alloc(bytes.length + 1).subarray(1);
+    bytes.copy(shifted);
+    const { view, recipes: got } = UnionView.decode(shifted, { lookup: 'flat' });
+    expect(got).toEqual(recipes);
+    expect(view.resolvePath('etc/passwd')?.depth).toBe(1);
+    expect(view.getattr(view.resolvePath('etc/passwd')?.ino ?? 0)?.digest).toBe(sha256('root2'));
+    expect(view.resolvePath('etc/link')).toBeUndefined();
+  });
+
+  it('refuses bytes that are not a view, with INVALID_INPUT naming the problem', () => {
+    const bytes = good();
+    expect(code(() => UnionView.decode(Buffer.from('hello world, not a view'), { lookup: 'flat' }))).toMatch(
+      /INVALID_INPUT: view: not a cairn view/,
+    );
+    expect(code(() => UnionView.decode(bytes.subarray(0, bytes.length - 9), { lookup: 'flat' }))).toMatch(
+      /INVALID_INPUT: view: .*(past the end|trailing)/,
+    );
+    expect(code(() => UnionView.decode(Buffer.concat([bytes, Buffer.alloc(8)]), { lookup: 'flat' }))).toMatch(
+      /INVALID_INPUT: view: 8 bytes of trailing data/,
+    );
+    const hugeHeader = Buffer.from(bytes);
+    hugeHeader.writeUInt32LE(0x7fffffff, 8);
+    expect(code(() => UnionView.decode(hugeHeader, { lookup: 'flat' }))).toMatch(/header of \d+ bytes runs past/);
+  });
+
+  it('refuses a node whose parent comes later (no cycles), and a name that does not match its hash', () => {
+    const bytes = good();
+    const { start, nodes } = layout(bytes);
+    const forward = Buffer.from(bytes);
+    // The last node's parent is set to itself.
+    forward.writeInt32LE(nodes - 1, start + (nodes - 1) * 4);
+    expect(code(() => UnionView.decode(forward, { lookup: 'stacked' }))).toMatch(
+      /INVALID_INPUT: view: node \d+: parent \d+ is not an earlier directory/,
+    );
+    const renamed = Buffer.from(bytes);
+    const at = renamed.lastIndexOf('passwd');
+    renamed.write('x', at, 'latin1');
+    expect(code(() => UnionView.decode(renamed, { lookup: 'flat' }))).toMatch(/does not match its hash/);
+    for (let i = 0; i < 400; i++) {
+      // Random byte flips in the sections either decode to some valid view or fail with INVALID_INPUT.
+      const flipped = Buffer.from(bytes);
+      const pos = start + ((i * 7919) % (bytes.length - start));
+      flipped[pos] = (flipped[pos] as number) ^ (1 << (i % 8));
+      const why = code(() => UnionView.decode(flipped, { lookup: i % 2 ? 'flat' : 'stacked' }));
+      if (why !== undefined) expect(why).toMatch(/^CAIRN_ERR_INVALID_INPUT: view: /);
+    }
+  });
+
+  it('refuses a flat index whose probes would never end or point outside the view', () => {
+    const bytes = good();
+    const len = bytes.readUInt32LE(8);
+    const h = JSON.parse(bytes.toString('utf8', 12, 12 + len)) as {
+      layers: number;
+      nodes: number;
+      names: number;
+      nameBytes: number;
+      digestSlots: number;
+      flat: { merged: number; indexSlots: number };
+    };
+    const p8 = (x: number): number => (x + 7) & ~7;
+    const n = h.nodes;
+    let pos = p8(12 + len) + p8((h.layers + 1) * 4);
+    for (const w of [4, 4, 1, 2, 4, 4, 8, 8, 4, 4]) pos += p8(n * w);
+    pos += p8(h.digestSlots * 32) + 3 * p8(h.names * 4) + p8(h.nameBytes);
+    const m = h.flat.merged;
+    const indexAt = pos + 2 * p8(m * 4) + p8(m * 2);
+    const full = Buffer.from(bytes);
+    for (let i = 0; i < h.flat.indexSlots; i++) full.writeInt32LE(1, indexAt + i * 4);
+    expect(code(() => UnionView.decode(full, { lookup: 'flat' }))).toMatch(/flat index: no free slot/);
+    // The stacked lookup does not use the flat index, so it does not refuse it.
+    expect(code(() => UnionView.decode(full, { lookup: 'stacked' }))).toBeUndefined();
+    const outside = Buffer.from(bytes);
+    outside.writeInt32LE(m + 5, indexAt);
+    expect(code(() => UnionView.decode(outside, { lookup: 'flat' }))).toMatch(/flat index: slot 0 out of range/);
+  });
+
+  it('refuses recipe ids that do not match the layers', () => {
+    expect(code(() => UnionView.encode(layers(), ['sha256:r0']))).toMatch(/1 recipe ids for 2 layers/);
   });
 });

@@ -33,6 +33,7 @@ export function registerImport(program: Command): void {
           const r = await importImage(store, source, target, {
             platform: opts.platform,
             ...(reconstruct ? { reconstruct } : {}),
+            onWarning: (m) => process.stderr.write(`cairn import: warning: ${m}\n`),
             onProgress: (p) =>
               progress.update(
                 (s) =>

@@ -131,7 +131,7 @@ export function registerRegistry(program: Command): void {
           opts.json,
           r,
           () =>
-            `${opts.dryRun ? 'would remove' : 'removed'} ${r.removedBlobs} blobs (${formatBytes(r.removedBytes)}) and ${r.removedTemp} temp files, ${r.removedUploadedBlobs} uploaded blobs no manifest names (${formatBytes(r.removedUploadedBytes)}), ${r.expiredUploads} abandoned uploads, ${r.removedImages} images no repository holds; ${r.scanned} blobs scanned`,
+            `${opts.dryRun ? 'would remove' : 'removed'} ${r.removedBlobs} blobs (${formatBytes(r.removedBytes)}) and ${r.removedTemp} temp files, ${r.removedUploadedBlobs} uploaded blobs no manifest names (${formatBytes(r.removedUploadedBytes)}), ${r.expiredUploads} abandoned uploads, ${r.removedImages} images no repository holds, ${r.removedViews} built views no image uses; ${r.scanned} blobs scanned`,
         );
       } finally {
         store.close();

@@ -15,6 +15,8 @@ import { parseRange } from './range.js';
 import { RegistryMetrics } from './metrics.js';
 import { acceptsEncoding, ifNoneMatchHits } from './conditional.js';
 import { isOciPath, OciApi } from '../oci/api.js';
+import { ViewStore } from '../views.js';
+import { VIEW_MEDIA_TYPE } from '../../union/serialize.js';
 import { DEFAULT_OCI_OPTIONS, type OciOptions } from '../oci/options.js';
 
 /** The native API's version prefix. */
@@ -140,6 +142,8 @@ export class RegistryHttpServer {
   private closed = false;
   /** The OCI distribution API on /v2, on the same listener. */
   readonly oci: OciApi;
+  /** Built union views served to mounts (kept on disk, shared by workers). */
+  readonly views: ViewStore;
   /**
    * Small contents kept in memory: contents are immutable, so nothing is ever
    * invalidated, and a 4 KiB request then costs no trip through libuv's thread
@@ -156,6 +160,7 @@ export class RegistryHttpServer {
     private readonly opts: RegistryHttpServerOptions = {},
   ) {
     this.metrics = opts.metrics ?? new RegistryMetrics();
+    this.views = new ViewStore(store);
     this.oci = new OciApi(store, opts.oci ?? DEFAULT_OCI_OPTIONS, log);
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
@@ -184,6 +189,11 @@ export class RegistryHttpServer {
         name: 'image-digest',
         pattern: /^\/api\/v1\/images\/([^/]+)$/,
         handler: (_q, s, p) => this.imageByDigest(s, p),
+      },
+      {
+        name: 'view',
+        pattern: /^\/api\/v1\/images\/([^/]+)\/view$/,
+        handler: (q, s, p) => this.view(q, s, p),
       },
       { name: 'recipe', pattern: /^\/api\/v1\/recipes\/([^/]+)$/, handler: (q, s, p) => this.recipe(q, s, p) },
       {
@@ -350,6 +360,40 @@ export class RegistryHttpServer {
     const img = this.store.meta.image(digest);
     if (!img) throw new CairnError(ErrorCode.NOT_FOUND, `image ${digest} is unknown`);
     sendJson(res, 200, imageJson(img), { 'cache-control': IMMUTABLE, etag: `"${img.digest}"` });
+  }
+
+  /** The built union view of an image's layers (`?layers=N`: its first N), for mounts to restore. */
+  private async view(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): Promise<void> {
+    const digest = parseDigest(decodeParam(raw, 'image digest'), 'image digest');
+    const img = this.store.meta.image(digest);
+    if (!img) throw new CairnError(ErrorCode.NOT_FOUND, `image ${digest} is unknown`);
+    const q = (req.url ?? '').indexOf('?');
+    const wanted = new URLSearchParams(q < 0 ? '' : (req.url ?? '').slice(q + 1)).get('layers');
+    let layers = img.layers.length;
+    if (wanted !== null) {
+      layers = /^[0-9]{1,4}$/.test(wanted) ? Number(wanted) : 0;
+      if (layers < 1 || layers > img.layers.length) {
+        throw new CairnError(
+          ErrorCode.INVALID_INPUT,
+          `view of image ${digest}: layers=${wanted.slice(0, 20)} is not within 1..${img.layers.length}`,
+        );
+      }
+    }
+    const v = await this.views.get(img.layers.slice(0, layers).map((l) => l.recipe));
+    const headers: Record<string, string | number> = {
+      'content-type': VIEW_MEDIA_TYPE,
+      'cache-control': IMMUTABLE,
+      etag: `"${v.digest}"`,
+      'cairn-view-digest': v.digest,
+    };
+    if (ifNoneMatchHits(req.headers['if-none-match'], `"${v.digest}"`)) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    headers['content-length'] = v.bytes.byteLength;
+    res.writeHead(200, headers);
+    res.end(req.method === 'HEAD' ? undefined : v.bytes);
   }
 
   private recipe(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): void {

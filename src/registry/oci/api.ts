@@ -760,6 +760,7 @@ export class OciApi {
         importImage(this.store, { source }, `${repository}:${tag ?? 'latest'}`, {
           untagged: tag === undefined,
           ...(reconstruct ? { reconstruct } : {}),
+          onWarning: (message) => this.log.warn('push ingest', { repository, digest, message }),
         }),
       )
       .then((r) => {
