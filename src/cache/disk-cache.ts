@@ -37,7 +37,7 @@ import { join } from 'node:path';
 import type { BlobRef, ReadOptions } from '../fetch/blob-source.js';
 import { abortedError, checkChunkIndex, readChunked } from '../fetch/chunk-source.js';
 import { SingleFlight } from '../fetch/single-flight.js';
-import { CHUNK_BYTES } from '../model/chunks.js';
+import { CHUNK_BYTES, LEGACY_CHUNK_BYTES } from '../model/chunks.js';
 import type { Digest } from '../model/digest.js';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -199,6 +199,17 @@ function openIndex(file: string, busyTimeoutMs: number): Database.Database {
             ErrorCode.STORAGE,
             `${file}: cache schema ${v.value}, this cairn reads ${SCHEMA_VERSION}`,
           );
+        }
+        const cb = db!.prepare(`SELECT value FROM meta WHERE key = 'chunkBytes'`).get() as
+          { value: string } | undefined;
+        if (Number(cb?.value ?? LEGACY_CHUNK_BYTES) !== CHUNK_BYTES) {
+          // Chunk i named another byte range under another chunk size (a cache written by a
+          // cairn of 1 MiB chunks has no chunkBytes): only whole contents, verified by the
+          // digest in their name, keep their meaning. open() then deletes the other files.
+          db!.prepare(`DELETE FROM chunks WHERE NOT (key LIKE '%.0' AND size <= ?)`).run(CHUNK_BYTES);
+        }
+        if (cb === undefined || Number(cb.value) !== CHUNK_BYTES) {
+          db!.prepare(`INSERT OR REPLACE INTO meta (key, value) VALUES ('chunkBytes', ?)`).run(String(CHUNK_BYTES));
         }
       });
       setup.immediate();

@@ -4,11 +4,11 @@
  * verified chunk by chunk, with a deadline per read and retries inside it.
  */
 import { createHash } from 'node:crypto';
-import { CHUNK_BYTES } from '../model/chunks.js';
+import { CHUNK_BYTES, isChunkBytes, MIN_CHUNK_BYTES, piecesOf } from '../model/chunks.js';
 import { isDigest, sha256, type Digest } from '../model/digest.js';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import type { BlobRef, ReadOptions } from './blob-source.js';
-import { abortedError, checkChunkIndex, chunkCount, chunkSpan, readChunked, type ChunkSource } from './chunk-source.js';
+import { abortedError, checkChunkIndex, chunkSpan, readChunked, type ChunkSource } from './chunk-source.js';
 import { SingleFlight } from './single-flight.js';
 import { HttpPool, IDLE_TIMEOUT_CODE, type HttpResponse } from './http-pool.js';
 
@@ -64,6 +64,21 @@ export interface HttpBlobSourceOptions {
 const MAX_TIMER_MS = 2_147_483_647;
 /** Chunk lists kept in memory (a 1 GiB content's list is 32 KiB packed). */
 const CHUNK_LISTS_KEPT = 256;
+/** Verified registry pieces larger than a chunk (a store chunked at 1 MiB) kept for the neighbouring chunks. */
+const PIECE_CACHE_BYTES = 16 * 1024 * 1024;
+/** Chunk digests derived from verified pieces of another size (what a disk tier stores beside the chunk). */
+const DERIVED_DIGESTS_KEPT = 4096;
+/**
+ * Sequential readers get several chunks per request: from the third chunk
+ * read in order the window doubles with each, up to this many chunks (1 MiB),
+ * and falls back to one on a jump, so sparse readers (two neighbouring pages
+ * of a mapped library are no stream) still fetch chunk by chunk.
+ */
+const MAX_AHEAD_CHUNKS = 4;
+/** Chunks fetched ahead and not asked for yet, at most. */
+const AHEAD_KEPT = 64;
+/** Contents whose last chunk read is remembered, to tell sequential readers. */
+const STREAMS_KEPT = 256;
 /** Most bytes of an error response body read for its message. */
 const ERROR_BODY_BYTES = 4096;
 const BACKOFF_CAP_MS = 5000;
@@ -184,10 +199,17 @@ async function readLimited(body: HttpResponse['body'], limit: number): Promise<B
   return Buffer.concat(parts, total);
 }
 
-/** A chunk list as served: the content's size and its packed 32-byte chunk digests. */
+/** A chunk list as served: the content's size, the size of its pieces and their packed 32-byte digests. */
 interface ChunkList {
   size: number;
+  chunkBytes: number;
   packed: Buffer;
+}
+
+/** Verified bytes `[start, start + body.length)` of a content. */
+interface Cover {
+  start: number;
+  body: Buffer;
 }
 
 /**
@@ -199,6 +221,15 @@ interface ChunkList {
  *   (chunk-aligned Range requests), only the chunks a read covers, each
  *   verified against the registry's chunk list (fetched once per digest, kept
  *   in a small bounded map). The first bytes of a 1 GiB file cost one chunk.
+ * - The list says the size of the registry's pieces (`chunkBytes`, a power of
+ *   two): pieces of CHUNK_BYTES or less are fetched by chunk and each piece
+ *   verified; a larger piece (a store chunked at 1 MiB before chunk sizes were
+ *   recorded) is fetched whole, verified, and cut into chunks, and kept a little
+ *   while (PIECE_CACHE_BYTES) for its neighbouring chunks. Either way no byte is
+ *   returned before the registry's digest of its piece matched.
+ * - A reader going through a content in order gets the next chunks in the
+ *   same request (up to MAX_AHEAD_CHUNKS, each verified), kept until asked
+ *   for: fewer round trips for a cold sequential read.
  * - Concurrent reads of one chunk share one fetch; a caller that aborts rejects
  *   at once (ABORTED) without aborting the fetch for the others; the fetch is
  *   cancelled when every caller has aborted.
@@ -230,6 +261,16 @@ export class HttpBlobSource implements ChunkSource {
   private readonly pool: HttpPool;
   private readonly chunkFlights = new SingleFlight<Buffer>();
   private readonly listFlights = new SingleFlight<ChunkList>();
+  private readonly pieceFlights = new SingleFlight<Cover>();
+  /** Verified pieces larger than a chunk, least recently used first. */
+  private readonly pieces = new Map<string, Cover>();
+  private pieceBytes = 0;
+  /** Digests of chunks cut from (or made of) pieces of another size, by `digest/index`. */
+  private readonly derived = new Map<string, Digest>();
+  /** Verified chunks fetched ahead (or being fetched), by `digest/index`, oldest first. */
+  private readonly ahead = new Map<string, Promise<Buffer>>();
+  /** Per content: the chunk a sequential reader would ask for next, and how many it read in order. */
+  private readonly streams = new Map<Digest, { next: number; run: number }>();
   /** Chunk lists by digest, least recently used first. */
   private readonly lists = new Map<Digest, ChunkList>();
   private closed = false;
@@ -287,7 +328,7 @@ export class HttpBlobSource implements ChunkSource {
 
   /** Chunk fetches and chunk-list fetches in flight. */
   get inFlight(): number {
-    return this.chunkFlights.size + this.listFlights.size;
+    return this.chunkFlights.size + this.listFlights.size + this.pieceFlights.size;
   }
 
   read(ref: BlobRef, offset: number, length: number, opts: ReadOptions = {}): Promise<Buffer> {
@@ -336,7 +377,10 @@ export class HttpBlobSource implements ChunkSource {
   /**
    * The sha256 the bytes of chunk `index` hash to: `ref.digest` for a content
    * of at most CHUNK_BYTES, else the registry's chunk digest (its chunk list is
-   * fetched, within the deadline, if it is not known yet). Rejects like readChunk.
+   * fetched, within the deadline, if it is not known yet). When the registry's
+   * pieces are of another size, the digest of the chunk's bytes as verified
+   * against them (remembered from its fetch, else the chunk is read). Rejects
+   * like readChunk.
    */
   async chunkDigest(ref: BlobRef, index: number, opts: ReadOptions = {}): Promise<Digest> {
     if (this.closed) throw this.closedError();
@@ -345,7 +389,10 @@ export class HttpBlobSource implements ChunkSource {
     if (opts.signal?.aborted) throw abortedError(`HttpBlobSource: chunk digest of ${ref.digest}`, opts.signal);
     const list = await this.chunkList(ref, opts.signal);
     this.checkListSize(ref, list);
-    return `sha256:${list.packed.toString('hex', index * 32, index * 32 + 32)}`;
+    if (list.chunkBytes === CHUNK_BYTES) return `sha256:${list.packed.toString('hex', index * 32, index * 32 + 32)}`;
+    const known = this.derived.get(`${ref.digest}/${index}`);
+    if (known !== undefined) return known;
+    return sha256(await this.readChunk(ref, index, opts));
   }
 
   close(): Promise<void> {
@@ -354,7 +401,13 @@ export class HttpBlobSource implements ChunkSource {
       const err = this.closedError();
       this.chunkFlights.cancelAll(err);
       this.listFlights.cancelAll(err);
+      this.pieceFlights.cancelAll(err);
       this.lists.clear();
+      this.pieces.clear();
+      this.pieceBytes = 0;
+      this.derived.clear();
+      this.ahead.clear();
+      this.streams.clear();
       this.closing = this.pool.close().catch(() => undefined);
     }
     return this.closing;
@@ -378,27 +431,177 @@ export class HttpBlobSource implements ChunkSource {
         return body;
       });
     }
-    let list: ChunkList | undefined = await this.chunkList(ref, signal);
+    const list = await this.chunkList(ref, signal);
     this.checkListSize(ref, list);
     const span = chunkSpan(ref.size, index);
+    if (list.chunkBytes === CHUNK_BYTES) return this.fetchInOrder(ref, index, list, target, signal, deadlineAt);
+    const cover =
+      list.chunkBytes < CHUNK_BYTES
+        ? await this.fetchCover(ref, span, list, target, signal, deadlineAt)
+        : await this.piece(ref, span, list, signal, deadlineAt);
+    // Copied: a chunk kept by a cache must not pin the whole piece.
+    const chunk = Buffer.from(cover.body.subarray(span.start - cover.start, span.end - cover.start));
+    this.derived.set(`${ref.digest}/${index}`, sha256(chunk));
+    while (this.derived.size > DERIVED_DIGESTS_KEPT) {
+      const oldest = this.derived.keys().next();
+      if (oldest.done) break;
+      this.derived.delete(oldest.value);
+    }
+    return chunk;
+  }
+
+  /**
+   * Chunk `index` of a content in CHUNK_BYTES pieces: fetched ahead already,
+   * or fetched now with the window of following chunks its reader has earned
+   * (chunks being fetched by someone else end the window).
+   */
+  private async fetchInOrder(
+    ref: BlobRef,
+    index: number,
+    list: ChunkList,
+    target: Target,
+    signal: AbortSignal,
+    deadlineAt: number,
+  ): Promise<Buffer> {
+    const window = this.stream(ref.digest, index);
+    const mine = this.ahead.get(`${ref.digest}/${index}`);
+    if (mine !== undefined) {
+      this.ahead.delete(`${ref.digest}/${index}`);
+      // A failed fetch ahead (its first reader aborted...) is no answer: fetch it again below.
+      const got = await mine.catch(() => undefined);
+      if (got !== undefined) return got;
+    }
+    const count = Math.ceil(ref.size / CHUNK_BYTES);
+    let last = index;
+    while (
+      last + 1 < Math.min(count, index + window) &&
+      !this.ahead.has(`${ref.digest}/${last + 1}`) &&
+      !this.chunkFlights.has(`${ref.digest}/${ref.size}/${last + 1}`)
+    ) {
+      last++;
+    }
+    const span = { start: index * CHUNK_BYTES, end: Math.min(ref.size, (last + 1) * CHUNK_BYTES) };
+    const cover = this.fetchCover(ref, span, list, target, signal, deadlineAt);
+    for (let i = index + 1; i <= last; i++) {
+      const from = (i - index) * CHUNK_BYTES;
+      // Copies: a chunk kept by a cache must not pin the whole window.
+      const chunk = cover.then((c) => Buffer.from(c.body.subarray(from, Math.min(c.body.length, from + CHUNK_BYTES))));
+      chunk.catch(() => undefined); // nobody may ever ask
+      this.ahead.set(`${ref.digest}/${i}`, chunk);
+    }
+    while (this.ahead.size > AHEAD_KEPT) {
+      const oldest = this.ahead.keys().next();
+      if (oldest.done) break;
+      this.ahead.delete(oldest.value);
+    }
+    const c = await cover;
+    return last === index ? c.body : Buffer.from(c.body.subarray(0, CHUNK_BYTES));
+  }
+
+  /** Notes a read of chunk `index`; returns the window (in chunks) its reader has earned. */
+  private stream(digest: Digest, index: number): number {
+    const s = this.streams.get(digest);
+    this.streams.delete(digest);
+    const run = s !== undefined && s.next === index ? s.run + 1 : 1;
+    this.streams.set(digest, { next: index + 1, run });
+    const window = run < 3 ? 1 : Math.min(MAX_AHEAD_CHUNKS, 2 ** (run - 2));
+    while (this.streams.size > STREAMS_KEPT) {
+      const oldest = this.streams.keys().next();
+      if (oldest.done) break;
+      this.streams.delete(oldest.value);
+    }
+    return window;
+  }
+
+  /**
+   * The registry piece (of `list.chunkBytes` > CHUNK_BYTES) holding `span`:
+   * kept, joined in flight, or fetched and verified (with its own deadline);
+   * the chunks of one piece share one fetch.
+   */
+  private piece(
+    ref: BlobRef,
+    span: { start: number; end: number },
+    list: ChunkList,
+    signal: AbortSignal,
+    deadlineAt: number,
+  ): Promise<Cover> {
+    const p = Math.floor(span.start / list.chunkBytes);
+    const key = `${ref.digest}/${list.chunkBytes}/${p}`;
+    const kept = this.pieces.get(key);
+    if (kept && kept.start <= span.start && kept.start + kept.body.length >= span.end) {
+      this.pieces.delete(key);
+      this.pieces.set(key, kept);
+      return Promise.resolve(kept);
+    }
+    const target: Target = {
+      digest: ref.digest,
+      chunk: Math.floor((p * list.chunkBytes) / CHUNK_BYTES),
+      label: `${ref.digest} piece ${p} (${list.chunkBytes} bytes a piece)`,
+      attempts: 0,
+    };
+    const task = this.pieceFlights.task(
+      key,
+      async (s) => {
+        const cover = await this.fetchCover(ref, span, list, target, s, deadlineAt);
+        if (!this.closed && cover.body.length <= PIECE_CACHE_BYTES) {
+          this.pieces.set(key, cover);
+          this.pieceBytes += cover.body.length;
+          while (this.pieceBytes > PIECE_CACHE_BYTES) {
+            const oldest = this.pieces.entries().next();
+            if (oldest.done) break;
+            this.pieces.delete(oldest.value[0]);
+            this.pieceBytes -= oldest.value[1].body.length;
+          }
+        }
+        return cover;
+      },
+      { deadlineMs: this.deadlineMs, onTimeout: () => this.deadlineError(target) },
+    );
+    return task.join(signal, `HttpBlobSource: read of ${target.label}`);
+  }
+
+  /**
+   * Fetches the registry pieces covering `span` in one Range request and
+   * verifies each against the list; returns the covered bytes. A mismatch
+   * drops the list (it may be what was corrupted) and the next attempt
+   * fetches it again, pieces recomputed from it.
+   */
+  private fetchCover(
+    ref: BlobRef,
+    span: { start: number; end: number },
+    first: ChunkList,
+    target: Target,
+    signal: AbortSignal,
+    deadlineAt: number,
+  ): Promise<Cover> {
+    let list: ChunkList | undefined = first;
+    const path = this.filePath(ref.digest);
     return this.withRetries(target, signal, deadlineAt, async (s, progress) => {
       if (list === undefined) {
         list = await this.chunkList(ref, s);
         this.checkListSize(ref, list);
       }
-      const want = list.packed.subarray(index * 32, index * 32 + 32);
-      const body = await this.getBytes(path, span, span.end - span.start, s, progress, target);
-      const got = createHash('sha256').update(body).digest();
-      if (!got.equals(want)) {
-        // The list may be what was corrupted: the next attempt fetches it again.
-        this.lists.delete(ref.digest);
-        list = undefined;
-        throw new AttemptFailure(
-          'mismatch',
-          `the body hashes to sha256:${got.toString('hex')}, not sha256:${want.toString('hex')}`,
-        );
+      const c = list.chunkBytes;
+      const firstPiece = Math.floor(span.start / c);
+      const lastPiece = Math.floor((span.end - 1) / c);
+      const cover = { start: firstPiece * c, end: Math.min(ref.size, (lastPiece + 1) * c) };
+      const body = await this.getBytes(path, cover, cover.end - cover.start, s, progress, target);
+      for (let p = firstPiece; p <= lastPiece; p++) {
+        const from = p * c - cover.start;
+        const got = createHash('sha256')
+          .update(body.subarray(from, Math.min(body.length, from + c)))
+          .digest();
+        const want = list.packed.subarray(p * 32, p * 32 + 32);
+        if (!got.equals(want)) {
+          this.lists.delete(ref.digest);
+          list = undefined;
+          throw new AttemptFailure(
+            'mismatch',
+            `piece ${p} hashes to sha256:${got.toString('hex')}, not sha256:${want.toString('hex')}`,
+          );
+        }
       }
-      return body;
+      return { start: cover.start, body };
     });
   }
 
@@ -432,8 +635,8 @@ export class HttpBlobSource implements ChunkSource {
 
   private fetchChunkList(ref: BlobRef, target: Target, signal: AbortSignal, deadlineAt: number): Promise<ChunkList> {
     const path = `${this.filePath(ref.digest)}/chunks`;
-    // About 70 bytes of JSON a chunk; generous, so only nonsense is refused.
-    const limit = 64 * 1024 + chunkCount(ref.size) * 160;
+    // About 70 bytes of JSON a piece, of the smallest size allowed; generous, so only nonsense is refused.
+    const limit = 64 * 1024 + piecesOf(ref.size, MIN_CHUNK_BYTES) * 160;
     return this.withRetries(target, signal, deadlineAt, async (s, progress) => {
       const res = await this.request(path, {}, s);
       if (res.statusCode !== 200) throw await this.statusError(res, target);
@@ -455,21 +658,25 @@ export class HttpBlobSource implements ChunkSource {
     if (typeof doc !== 'object' || doc === null)
       throw new AttemptFailure('malformed', 'the chunk list is not an object');
     if (d.digest !== digest) throw new AttemptFailure('malformed', `the chunk list is for ${shown(d.digest)}`);
-    if (d.chunkBytes !== CHUNK_BYTES) {
-      throw new AttemptFailure('malformed', `the chunk list has chunkBytes ${shown(d.chunkBytes)}, not ${CHUNK_BYTES}`);
+    const chunkBytes = d.chunkBytes;
+    if (!isChunkBytes(chunkBytes)) {
+      throw new AttemptFailure(
+        'malformed',
+        `the chunk list has chunkBytes ${shown(chunkBytes)}, not a power of two from ${MIN_CHUNK_BYTES} to 1 GiB`,
+      );
     }
     const size = d.size;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
       throw new AttemptFailure('malformed', `the chunk list has size ${shown(size)}`);
     }
     const chunks = d.chunks;
-    const count = chunkCount(size);
+    const count = piecesOf(size, chunkBytes);
     if (!Array.isArray(chunks) || chunks.length !== count || !chunks.every(isDigest)) {
       throw new AttemptFailure('malformed', `the chunk list does not have ${count} sha256 digests`);
     }
     const packed = Buffer.allocUnsafe(count * 32);
     chunks.forEach((c, i) => packed.write(c.slice(7), i * 32, 32, 'hex'));
-    return { size, packed };
+    return { size, chunkBytes, packed };
   }
 
   private checkListSize(ref: BlobRef, list: ChunkList): void {

@@ -134,6 +134,11 @@ export class SingleFlight<T> {
     return this.tasks.size;
   }
 
+  /** True while a task for `key` is in flight. */
+  has(key: string): boolean {
+    return this.tasks.has(key);
+  }
+
   /** The task in flight for `key`, or a new one running `work` (then `onStart` is called). */
   task(key: string, work: (signal: AbortSignal) => Promise<T>, opts: TaskOptions): SharedTask<T> {
     const existing = this.tasks.get(key);

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import type { Digest } from '../model/digest.js';
+import { CHUNK_BYTES, LEGACY_CHUNK_BYTES } from '../model/chunks.js';
 
 const SCHEMA_VERSION = 1;
 
@@ -40,12 +41,14 @@ CREATE TABLE IF NOT EXISTS recipe_files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipe_files_by_digest ON recipe_files(digest);
 -- Stored contents; refcount = number of recipes that reference the content.
--- chunks: packed sha256 of each 1 MiB piece, for contents over 1 MiB (lazy readers verify by chunk).
+-- chunks: packed sha256 of each chunk_bytes piece, for contents over one piece (lazy readers verify by
+-- chunk); chunk_bytes is NULL with chunks NULL, and for rows written before it was recorded (1 MiB pieces).
 CREATE TABLE IF NOT EXISTS files (
   digest TEXT PRIMARY KEY,
   size INTEGER NOT NULL,
   refcount INTEGER NOT NULL DEFAULT 0,
-  chunks BLOB
+  chunks BLOB,
+  chunk_bytes INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skeletons (
   digest TEXT PRIMARY KEY,
@@ -117,7 +120,8 @@ export interface NewRecipe {
   gz: Buffer;
   rawBytes: number;
   entries: number;
-  files: Map<Digest, { size: number; count: number; chunks: Buffer | undefined }>;
+  /** `chunkBytes`: the piece size of `chunks` (CHUNK_BYTES when absent). */
+  files: Map<Digest, { size: number; count: number; chunks: Buffer | undefined; chunkBytes?: number }>;
 }
 
 export interface NewImage {
@@ -166,6 +170,7 @@ export { checkRepositoryName, checkTag } from '../model/reference.js';
 export class MetadataStore {
   readonly db: Database.Database;
   private closed = false;
+  private hasChunkBytes: boolean | undefined;
 
   constructor(opts: { root: string; readonly?: boolean }) {
     const file = join(opts.root, 'registry.db');
@@ -177,6 +182,7 @@ export class MetadataStore {
         this.db.pragma('synchronous = FULL');
         this.db.pragma('foreign_keys = ON');
         this.db.exec(SCHEMA);
+        this.addChunkBytesColumn();
         const v = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
         if (!v) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
         else if (Number(v.value) !== SCHEMA_VERSION) {
@@ -189,6 +195,19 @@ export class MetadataStore {
     } catch (err) {
       throw toCairnError(err, ErrorCode.STORAGE, `opening ${file}`);
     }
+  }
+
+  /**
+   * A store written before chunk sizes were recorded has no files.chunk_bytes:
+   * added (NULL, which means 1 MiB pieces), so its rows are served as they were.
+   */
+  private addChunkBytesColumn(): void {
+    const add = this.db.transaction(() => {
+      const cols = this.db.prepare(`SELECT name FROM pragma_table_info('files')`).all() as { name: string }[];
+      if (!cols.some((c) => c.name === 'chunk_bytes')) this.db.exec('ALTER TABLE files ADD COLUMN chunk_bytes INTEGER');
+    });
+    // Immediate: two processes opening an old store at once must not both add it.
+    add.immediate();
   }
 
   close(): void {
@@ -276,12 +295,15 @@ export class MetadataStore {
       .run(r.id, r.gz, r.rawBytes, r.entries, files, fileBytes);
     if (inserted.changes === 0) return;
     const addFile = db.prepare(
-      `INSERT INTO files (digest, size, refcount, chunks) VALUES (?, ?, 1, ?)
-       ON CONFLICT (digest) DO UPDATE SET refcount = refcount + 1, chunks = coalesce(files.chunks, excluded.chunks)`,
+      // A row keeps its chunk list, and the size of its pieces with it (SET reads the old row).
+      `INSERT INTO files (digest, size, refcount, chunks, chunk_bytes) VALUES (?, ?, 1, ?, ?)
+       ON CONFLICT (digest) DO UPDATE SET refcount = refcount + 1,
+         chunk_bytes = CASE WHEN files.chunks IS NULL THEN excluded.chunk_bytes ELSE files.chunk_bytes END,
+         chunks = coalesce(files.chunks, excluded.chunks)`,
     );
     const link = db.prepare('INSERT INTO recipe_files (recipe, digest, count) VALUES (?, ?, ?)');
     for (const [digest, f] of r.files) {
-      addFile.run(digest, f.size, f.chunks ?? null);
+      addFile.run(digest, f.size, f.chunks ?? null, f.chunks ? (f.chunkBytes ?? CHUNK_BYTES) : null);
       link.run(r.id, digest, f.count);
     }
   }
@@ -360,11 +382,24 @@ export class MetadataStore {
     return row?.data;
   }
 
-  /** A stored content's size and packed chunk digests (undefined chunks: at most one chunk). */
-  file(digest: Digest): { size: number; chunks: Buffer | undefined } | undefined {
-    const row = this.db.prepare('SELECT size, chunks FROM files WHERE digest = ?').get(digest) as
-      { size: number; chunks: Buffer | null } | undefined;
-    return row ? { size: row.size, chunks: row.chunks ?? undefined } : undefined;
+  /**
+   * A stored content's size, packed chunk digests (undefined chunks: at most
+   * one chunk) and the size of the pieces they cover (LEGACY_CHUNK_BYTES for
+   * rows written before it was recorded, and for whole contents of those).
+   */
+  file(digest: Digest): { size: number; chunks: Buffer | undefined; chunkBytes: number } | undefined {
+    // A store opened read-only may predate the column (a writer adds it, maybe later: not cached while absent).
+    if (this.hasChunkBytes !== true)
+      this.hasChunkBytes = (
+        this.db.prepare(`SELECT name FROM pragma_table_info('files')`).all() as { name: string }[]
+      ).some((c) => c.name === 'chunk_bytes');
+    const row = this.db
+      .prepare(
+        `SELECT size, chunks, ${this.hasChunkBytes ? 'chunk_bytes' : 'NULL AS chunk_bytes'} FROM files WHERE digest = ?`,
+      )
+      .get(digest) as { size: number; chunks: Buffer | null; chunk_bytes: number | null } | undefined;
+    if (!row) return undefined;
+    return { size: row.size, chunks: row.chunks ?? undefined, chunkBytes: row.chunk_bytes ?? LEGACY_CHUNK_BYTES };
   }
 
   allImages(): { digest: Digest; repository: string; tags: string }[] {

@@ -219,7 +219,10 @@ async function layerOf(
     if (e.type === 'file' && e.digest) {
       const f = files.get(e.digest);
       if (f) f.count += 1;
-      else files.set(e.digest, { size: e.size, count: 1, chunks: store.meta.file(e.digest)?.chunks });
+      else {
+        const stored = store.meta.file(e.digest);
+        files.set(e.digest, { size: e.size, count: 1, chunks: stored?.chunks, chunkBytes: stored?.chunkBytes });
+      }
       if (e.size > 0) for await (const c of store.blobs.openRead(e.digest)) emit(c as Buffer);
     }
     const pad = tarPadding(e.type === 'file' ? e.size : 0);

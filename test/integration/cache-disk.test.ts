@@ -206,7 +206,7 @@ describe('DiskCache', () => {
   });
 
   it('shares one inner read among concurrent misses, and serves a chunk while it is being written', async () => {
-    const { cache, inner, refs, buffers } = await setup([300 * KB]);
+    const { cache, inner, refs, buffers } = await setup([200 * KB]);
     const ref = refs[0]!;
     const release = inner.pause();
     const reads = Array.from({ length: 8 }, () => cache.readChunk(ref, 0));
@@ -256,8 +256,50 @@ describe('DiskCache', () => {
     expect(indexRows(dir).reduce((n, r) => n + r.hits, 0)).toBe(3);
   });
 
+  it('keeps only whole contents of a cache written with another chunk size (1 MiB, unrecorded)', async () => {
+    const MiB = 1024 * KB;
+    const { dir, cache, refs, buffers, reopen } = await setup([1000, 200 * KB, 2 * MiB + 10]);
+    await cache.read(refs[0]!, 0, refs[0]!.size);
+    await cache.read(refs[1]!, 0, refs[1]!.size);
+    await cache.whenIdle();
+    await cache.close();
+    // What a cairn of 1 MiB chunks left: no chunkBytes in meta, and 1 MiB chunks 0 and 1 of
+    // the large content, each with its own digest beside it (so each would verify).
+    const big = refs[2]!;
+    const db = new Database(join(dir, 'index.db'));
+    try {
+      db.prepare(`DELETE FROM meta WHERE key = 'chunkBytes'`).run();
+      for (const i of [0, 1]) {
+        const piece = buffers[2]!.subarray(i * MiB, (i + 1) * MiB);
+        await mkdir(join(chunkPath(dir, big.digest, i), '..'), { recursive: true });
+        await writeFile(chunkPath(dir, big.digest, i), piece);
+        db.prepare(`INSERT INTO chunks (key, chunk_digest, size, last_access) VALUES (?, ?, ?, 1)`).run(
+          `${hexOf(big.digest)}.${i}`,
+          sha256(piece),
+          MiB,
+        );
+      }
+    } finally {
+      db.close();
+    }
+    const again = await reopen();
+    expect(indexRows(dir).map((r) => r.key)).toEqual(
+      [`${hexOf(refs[0]!.digest)}.0`, `${hexOf(refs[1]!.digest)}.0`].sort(),
+    );
+    expect((await chunkFiles(dir)).size).toBe(2);
+    for (const [i, ref] of refs.entries()) {
+      expect((await again.cache.read(ref, 0, ref.size)).equals(buffers[i]!)).toBe(true);
+    }
+    expect(again.inner.calls).toBe(Math.ceil(big.size / CHUNK_BYTES)); // only the large content, again
+    await again.cache.whenIdle();
+    await again.cache.close();
+    // Recorded now: a restart keeps everything.
+    const third = await reopen();
+    expect(third.cache.stats().entries).toBe(2 + Math.ceil(big.size / CHUNK_BYTES));
+  });
+
   it('survives a restart: a new instance serves what is on disk', async () => {
-    const { dir, cache, refs, buffers, reopen } = await setup([1000, 300 * KB, CHUNK_BYTES + 10]);
+    const { dir, cache, refs, buffers, reopen } = await setup([1000, 200 * KB, CHUNK_BYTES + 10]);
     for (const ref of refs) await cache.read(ref, 0, ref.size);
     await cache.whenIdle();
     await cache.readChunk(refs[0]!, 0); // a hit, its access time written at close
@@ -405,7 +447,7 @@ describe('DiskCache', () => {
   });
 
   it('closes: waits for writes, closes the inner source once, rejects reads after', async () => {
-    const { dir, cache, inner, refs } = await setup([300 * KB]);
+    const { dir, cache, inner, refs } = await setup([200 * KB]);
     await cache.readChunk(refs[0]!, 0);
     await cache.close();
     await cache.close();
@@ -450,7 +492,7 @@ describe('DiskCache', () => {
       const s = cache.stats();
       expect(s.writeErrors).toBeGreaterThan(0);
       expect(s.writes).toBeGreaterThan(0);
-      expect(s.bytes).toBeLessThan(CHUNK_BYTES);
+      expect(s.bytes).toBeLessThan(1024 * 1024); // the tmpfs
       expect(
         logged.some((line) => /ENOSPC|SQLITE_FULL/.test(line)),
         logged.join(''),

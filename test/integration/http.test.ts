@@ -8,6 +8,7 @@ import { importImage, type ImportResult } from '../../src/registry/importer.js';
 import { RegistryStore } from '../../src/registry/store.js';
 import { decodeRecipe, RECIPE_MEDIA_TYPE } from '../../src/model/recipe.js';
 import { sha256, type Digest } from '../../src/model/digest.js';
+import { CHUNK_BYTES } from '../../src/model/chunks.js';
 import { MediaType } from '../../src/model/oci.js';
 import { dir, file, layer, layerTar, symlink, type FixtureEntry } from '../fixtures/layers.js';
 import { makeTempDir, testTempDir, type TempDir } from '../fixtures/tmp.js';
@@ -432,18 +433,26 @@ describe('registry HTTP API: file contents', () => {
     expect((await fetchRaw(reg.url, `/api/v1/files/${digest}`)).status).toBe(200);
   });
 
-  it('lists the chunk digests of a large file (each matching its 1 MiB piece), one digest for a small file', async () => {
+  it('lists the chunk digests of a large file (each matching its CHUNK_BYTES piece), one digest for a small file', async () => {
     const digest = sha256(bigContent);
     const r = await fetchRaw(reg.url, `/api/v1/files/${digest}/chunks`);
     expect(r.status).toBe(200);
     const body = r.json<{ size: number; chunkBytes: number; chunks: string[] }>();
     expect(body.size).toBe(BIG_SIZE);
+    expect(body.chunkBytes).toBe(CHUNK_BYTES);
     expect(body.chunks).toHaveLength(Math.ceil(BIG_SIZE / body.chunkBytes));
     body.chunks.forEach((d, i) =>
       expect(d).toBe(sha256(bigContent.subarray(i * body.chunkBytes, (i + 1) * body.chunkBytes))),
     );
-    const small = await fetchRaw(reg.url, `/api/v1/files/${mediumDigest}/chunks`);
-    expect(small.json<{ chunks: string[] }>().chunks).toEqual([mediumDigest]);
+    const greeting = sha256(GREETING);
+    const small = await fetchRaw(reg.url, `/api/v1/files/${greeting}/chunks`);
+    expect(small.json<{ chunks: string[] }>().chunks).toEqual([greeting]);
+    // Over one chunk: MEDIUM (300 000 bytes) is two.
+    const medium = await fetchRaw(reg.url, `/api/v1/files/${mediumDigest}/chunks`);
+    expect(medium.json<{ chunks: string[] }>().chunks).toEqual([
+      sha256(MEDIUM.subarray(0, CHUNK_BYTES)),
+      sha256(MEDIUM.subarray(CHUNK_BYTES)),
+    ]);
     expect((await fetchRaw(reg.url, `/api/v1/files/sha256:${'0'.repeat(64)}/chunks`)).status).toBe(404);
     expect((await fetchRaw(reg.url, '/api/v1/files/sha256:zz/chunks')).status).toBe(400);
   });

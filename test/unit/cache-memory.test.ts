@@ -91,7 +91,7 @@ describe('MemoryCache', () => {
   });
 
   it('shares one inner read among concurrent misses of a chunk', async () => {
-    const { cache, inner, refs, buffers } = setup([300 * KB], CHUNK_BYTES);
+    const { cache, inner, refs, buffers } = setup([200 * KB], CHUNK_BYTES);
     const ref = refs[0]!;
     const release = inner.pause();
     const reads = Array.from({ length: 10 }, (_, i) => cache.read(ref, i * 1000, 5000));
@@ -104,7 +104,7 @@ describe('MemoryCache', () => {
   });
 
   it('an aborting reader does not abort the others; all aborting cancels the inner read', async () => {
-    const { cache, inner, refs, buffers } = setup([300 * KB, 10 * KB], CHUNK_BYTES);
+    const { cache, inner, refs, buffers } = setup([200 * KB, 10 * KB], CHUNK_BYTES);
     const [ref, other] = refs as [BlobRef, BlobRef];
     let release = inner.pause();
     const quitter = new AbortController();
@@ -186,7 +186,7 @@ describe('MemoryCache', () => {
       for (const dir of [cwdDir, tmpDir]) {
         watchers.push(watch(dir, { recursive: true }, (event, name) => events.push(`${dir}: ${event} ${name}`)));
       }
-      const { cache, refs, buffers } = setup([0, 10, 300 * KB, CHUNK_BYTES, 3 * CHUNK_BYTES + 1], 2 * CHUNK_BYTES);
+      const { cache, refs, buffers } = setup([0, 10, 200 * KB, CHUNK_BYTES, 3 * CHUNK_BYTES + 1], 2 * CHUNK_BYTES);
       for (let round = 0; round < 3; round++) {
         await Promise.all(
           refs.map(async (ref, i) => expect((await cache.read(ref, 0, ref.size)).equals(buffers[i]!)).toBe(true)),

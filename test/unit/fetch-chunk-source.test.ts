@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CHUNK_BYTES } from '../../src/model/chunks.js';
+import {
+  CHUNK_BYTES,
+  chunkDigestsOf,
+  isChunkBytes,
+  LEGACY_CHUNK_BYTES,
+  piecesOf,
+  unpackChunks,
+} from '../../src/model/chunks.js';
 import { sha256, type Digest } from '../../src/model/digest.js';
 import { CairnError, ErrorCode } from '../../src/model/errors.js';
 import type { BlobRef, ReadOptions } from '../../src/fetch/blob-source.js';
@@ -48,6 +55,24 @@ describe('chunk arithmetic', () => {
     expect(chunkSpan(0, 0)).toEqual({ start: 0, end: 0 });
     expect(chunkSpan(10, 0)).toEqual({ start: 0, end: 10 });
     expect(chunkSpan(CHUNK_BYTES + 5, 1)).toEqual({ start: CHUNK_BYTES, end: CHUNK_BYTES + 5 });
+  });
+});
+
+describe('chunk sizes', () => {
+  it('hashes pieces of the size asked, whatever the sizes fed', () => {
+    const data = pseudoRandom(2 * LEGACY_CHUNK_BYTES + 5, 'pieces');
+    for (const size of [CHUNK_BYTES, LEGACY_CHUNK_BYTES, 64 * 1024]) {
+      const list = unpackChunks(chunkDigestsOf(data, size)!);
+      expect(list).toHaveLength(piecesOf(data.length, size));
+      list.forEach((d, i) => expect(d).toBe(sha256(data.subarray(i * size, (i + 1) * size))));
+    }
+    expect(chunkDigestsOf(data.subarray(0, CHUNK_BYTES))).toBeUndefined();
+    expect(unpackChunks(chunkDigestsOf(data.subarray(0, CHUNK_BYTES + 1))!)).toHaveLength(2);
+  });
+
+  it('accepts powers of two from 64 KiB to 1 GiB as chunk sizes, nothing else', () => {
+    expect([64 * 1024, CHUNK_BYTES, LEGACY_CHUNK_BYTES, 2 ** 30].every(isChunkBytes)).toBe(true);
+    expect([0, 32 * 1024, 3 * 1024 * 1024, 2 ** 31, 1.5, '262144', -CHUNK_BYTES].some(isChunkBytes)).toBe(false);
   });
 });
 

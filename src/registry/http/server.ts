@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { CairnError, ErrorCode } from '../../model/errors.js';
 import { parseDigest, type Digest } from '../../model/digest.js';
 import { RECIPE_MEDIA_TYPE } from '../../model/recipe.js';
-import { CHUNK_BYTES, unpackChunks } from '../../model/chunks.js';
+import { unpackChunks } from '../../model/chunks.js';
 import type { RegistryStore } from '../store.js';
 import type { ImageRow } from '../metadata.js';
 import { checkRepositoryName, checkTag } from '../metadata.js';
@@ -426,8 +426,9 @@ export class RegistryHttpServer {
     sendJson(
       res,
       200,
-      { digest, size: f.size, chunkBytes: CHUNK_BYTES, chunks: f.chunks ? unpackChunks(f.chunks) : [digest] },
-      { 'cache-control': IMMUTABLE, etag: `"${digest}/chunks"` },
+      { digest, size: f.size, chunkBytes: f.chunkBytes, chunks: f.chunks ? unpackChunks(f.chunks) : [digest] },
+      // A whole content's list may later be recorded in pieces (a newer import): the etag says which.
+      { 'cache-control': IMMUTABLE, etag: `"${digest}/chunks/${f.chunkBytes}"` },
     );
   }
 
