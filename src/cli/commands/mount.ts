@@ -14,10 +14,9 @@ import {
 } from '../../daemon/control.js';
 import type { Handoff } from '../../daemon/spawned.js';
 import type { ContentStackOptions } from '../../daemon/content-stack.js';
-import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
 import { parseRepoTag } from '../../model/reference.js';
-import { parseListen } from '../../registry/config.js';
+import { parseListen } from '../../util/listen.js';
 import { EXTRA_CA_CERTS_ENV } from '../../fetch/extra-ca.js';
 import { createLogger, isLogLevel, type LogLevel } from '../../util/log.js';
 import { bytesOption, intOption, output } from '../output.js';
@@ -313,6 +312,7 @@ export function registerMount(program: Command): void {
         if (!isCairnError(err, ErrorCode.UNAVAILABLE) && !isCairnError(err, ErrorCode.NOT_FOUND)) throw err;
       }
       // No daemon serves it: clear what a killed daemon left (an overlay, a FUSE mount without its server).
+      const { detach, isStaleFuseMount, mountedType, overlayLowerDirs } = await import('../../daemon/stale.js');
       const type = await mountedType(mnt);
       if (type === 'overlay' || (await isStaleFuseMount(mnt))) {
         // A writable mount's lazy view is the overlay's lower directory (in the state dir): clear it too.
