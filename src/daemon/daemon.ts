@@ -7,10 +7,16 @@ export { controlSocketPath };
 import { MountManager, type ContentStack, type MountRequest } from './mounts.js';
 import type { Logger } from '../util/log.js';
 import type { LookupMode } from '../union/view.js';
-import { collectDefaultMetrics } from 'prom-client';
 import { FsMetrics } from '../metrics/fs-metrics.js';
 import { serveMetrics, type MetricsServer } from '../metrics/http-server.js';
-import { registerContentMetrics } from './content-metrics.js';
+
+/**
+ * How long after it listens a daemon with --metrics builds its registry when no
+ * scrape has yet: late enough not to slow its first mount and first reads
+ * (loading prom-client blocks the event loop for ~80 ms), early enough that the
+ * process metrics (GC, event-loop lag) cover nearly all of its life.
+ */
+const METRICS_LOAD_DELAY_MS = 1000;
 
 export interface DaemonOptions {
   stateDir: string;
@@ -41,14 +47,20 @@ function str(req: ControlRequest, key: string): string {
  * shutdown request, or idle after its last unmount).
  */
 export async function runDaemon(content: ContentStack, opts: DaemonOptions): Promise<void> {
-  const fsMetrics = new FsMetrics();
-  collectDefaultMetrics({ register: fsMetrics.registry, prefix: 'cairn_daemon_' });
+  // The registry (prom-client) is built only for a daemon that serves --metrics.
+  const fsMetrics = new FsMetrics(async (registry) => {
+    const [{ collectDefaultMetrics }, { registerContentMetrics }] = await Promise.all([
+      import('prom-client'),
+      import('./content-metrics.js'),
+    ]);
+    collectDefaultMetrics({ register: registry, prefix: 'cairn_daemon_' });
+    registerContentMetrics(
+      registry,
+      () => content.stats(),
+      () => mounts.size,
+    );
+  });
   const mounts = new MountManager(content, { ...opts, metrics: fsMetrics });
-  registerContentMetrics(
-    fsMetrics.registry,
-    () => content.stats(),
-    () => mounts.size,
-  );
   // Before the control socket: a daemon that answers a ping serves its metrics already.
   let metricsServer: MetricsServer | undefined;
   if (opts.metrics) {
@@ -60,6 +72,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
     }
   }
   const metricsUrl = metricsServer ? { metricsUrl: metricsServer.url } : {};
+  if (metricsServer) setTimeout(() => void fsMetrics.registry(), METRICS_LOAD_DELAY_MS).unref();
   let mountsInFlight = 0;
   let stopping: Promise<void> | undefined;
   let done!: () => void;

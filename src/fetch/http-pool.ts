@@ -7,6 +7,7 @@
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { CairnError, ErrorCode } from '../model/errors.js';
+import { caWithExtra } from './extra-ca.js';
 
 export interface HttpResponse {
   statusCode: number;
@@ -51,7 +52,10 @@ export class HttpPool {
     // node:https (and TLS with it) is loaded only for an https registry.
     this.client =
       origin.protocol === 'https:'
-        ? import('node:https').then((m) => ({ request: m.request, agent: new m.Agent(agentOpts) }))
+        ? Promise.all([import('node:https'), caWithExtra()]).then(([m, ca]) => ({
+            request: m.request,
+            agent: new m.Agent({ ...agentOpts, ...(ca ? { ca } : {}) }),
+          }))
         : Promise.resolve({ request: http.request, agent: new http.Agent(agentOpts) });
   }
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import { isLogLevel, type LogLevel } from '../util/log.js';
+import { parseListen } from '../util/listen.js';
 import { parseOciOptions, parseUserList, type OciOptions } from './oci/options.js';
 
 export interface ServeConfig {
@@ -33,13 +34,8 @@ export function parseWorkers(value: string, what = '--workers'): number {
 const DEFAULT_LISTEN = '127.0.0.1:5000';
 const CONFIG_KEYS = ['root', 'listen', 'logLevel', 'workers', 'oci'];
 
-export function parseListen(value: string, what = '--listen'): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535)
-    throw new CairnError(ErrorCode.INVALID_OPTION, `${what}: ${JSON.stringify(value)} is not HOST:PORT`);
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
-}
+// In util/ so that the CLI's mount path parses --metrics without loading the serve configuration.
+export { parseListen };
 
 /**
  * The `oci` section of the config file, with the environment over it:

@@ -14,10 +14,10 @@ import {
 } from '../../daemon/control.js';
 import type { Handoff } from '../../daemon/spawned.js';
 import type { ContentStackOptions } from '../../daemon/content-stack.js';
-import { detach, isStaleFuseMount, mountedType, overlayLowerDirs } from '../../daemon/stale.js';
 import type { MountInfo } from '../../daemon/mounts.js';
 import { parseRepoTag } from '../../model/reference.js';
-import { parseListen } from '../../registry/config.js';
+import { parseListen } from '../../util/listen.js';
+import { EXTRA_CA_CERTS_ENV } from '../../fetch/extra-ca.js';
 import { createLogger, isLogLevel, type LogLevel } from '../../util/log.js';
 import { bytesOption, intOption, output } from '../output.js';
 import { formatBytes } from '../progress.js';
@@ -98,6 +98,18 @@ export function exitStoppedDaemon(): void {
   process.exit(process.exitCode ?? 0);
 }
 
+/**
+ * The environment of a daemon the CLI starts: NODE_EXTRA_CA_CERTS travels as
+ * CAIRN_EXTRA_CA_CERTS, which the daemon reads only when it first talks to an
+ * https registry, since Node would parse the file before the daemon's first
+ * line of code (~70 ms with a system CA bundle) though most registries it is
+ * started for are plain http.
+ */
+function daemonEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_EXTRA_CA_CERTS: extra, ...rest } = env;
+  return extra ? { ...rest, [EXTRA_CA_CERTS_ENV]: extra } : rest;
+}
+
 /** Reads the daemon's one-line answer from the handoff pipe; rejects with the daemon's last log line if it exits first. */
 function handoffAnswer(pipe: Socket, stateDir: string): Promise<unknown> {
   return new Promise((resolveAnswer, reject) => {
@@ -152,6 +164,7 @@ async function callOrStartDaemon(o: DaemonCliOptions, req: ControlRequest): Prom
   const child = spawn(process.execPath, [entry, '--state-dir', stateDir], {
     detached: true,
     stdio: ['ignore', logFile.fd, logFile.fd, 'pipe'],
+    env: daemonEnv(process.env),
   });
   await logFile.close();
   const pipe = child.stdio[3] as Socket;
@@ -299,6 +312,7 @@ export function registerMount(program: Command): void {
         if (!isCairnError(err, ErrorCode.UNAVAILABLE) && !isCairnError(err, ErrorCode.NOT_FOUND)) throw err;
       }
       // No daemon serves it: clear what a killed daemon left (an overlay, a FUSE mount without its server).
+      const { detach, isStaleFuseMount, mountedType, overlayLowerDirs } = await import('../../daemon/stale.js');
       const type = await mountedType(mnt);
       if (type === 'overlay' || (await isStaleFuseMount(mnt))) {
         // A writable mount's lazy view is the overlay's lower directory (in the state dir): clear it too.

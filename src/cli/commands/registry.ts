@@ -12,7 +12,6 @@ async function registryModules() {
     ]);
   return { RegistryStore, registryStats, collectGarbage, RegistryHttpServer, RegistryMetrics };
 }
-import { resolveServeConfig } from '../../registry/config.js';
 import { createLogger } from '../../util/log.js';
 import { formatBytes } from '../progress.js';
 import { intOption, output } from '../output.js';
@@ -31,6 +30,7 @@ export function registerRegistry(program: Command): void {
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
     .option('--workers <n>', 'server processes sharing the socket: a number or auto, one per CPU (env CAIRN_WORKERS)')
     .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string; workers?: string }) => {
+      const { resolveServeConfig } = await import('../../registry/config.js');
       const cfg = resolveServeConfig(opts);
       const cluster = cfg.workers > 1 ? await import('../../registry/http/cluster.js') : undefined;
       const worker = cluster?.isClusterWorker() ?? false;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
 import { CairnError, ErrorCode } from '../../model/errors.js';
-import { parseListen } from '../../registry/config.js';
+import { parseListen } from '../../util/listen.js';
 import { createLogger } from '../../util/log.js';
 import { logLevelOf } from './mount.js';
 
