@@ -137,7 +137,10 @@ export class FuseMount {
       // kernel's default 128 KiB window made a cold start read (and fetch) pages nobody
       // used (bench/results/coldstart: tools/net:1 13.3 % of its bytes fetched instead of
       // 14.6 %); sequential reads still get 1 MiB requests from the fetcher's windows.
-      fsname: `${opts.fsname ?? 'cairn'},use_ino,readdir_ino,ro,max_readahead=${MAX_READAHEAD_BYTES}`,
+      // negative_timeout: a name that does not exist never will (the image is immutable), so the
+      // kernel may remember its absence; libfuse2 otherwise asks again on every lookup (python's
+      // start-up probes the same missing names many times).
+      fsname: `${opts.fsname ?? 'cairn'},use_ino,readdir_ino,ro,max_readahead=${MAX_READAHEAD_BYTES},negative_timeout=${cacheSeconds}`,
       subtype: 'cairn',
       // The image is immutable: let the kernel keep pages, names and attributes.
       kernelCache: true,
