@@ -191,7 +191,7 @@ export async function importImage(
     let viewBytes = 0;
     try {
       const { ViewStore } = await import('./views.js');
-      const views = new ViewStore(store);
+      const views = new ViewStore(store, { onWarning: (m) => opts.onWarning?.(`view not kept on disk: ${m}`) });
       for (const d of [image.manifestDigest, reconstruction?.image]) {
         if (d !== undefined) viewBytes += (await views.prebuild(d)).bytes.byteLength;
       }

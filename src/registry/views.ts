@@ -17,6 +17,8 @@ export interface StoredView {
 export interface ViewStoreOptions {
   /** Views kept in memory (bytes); they are also kept on disk under ROOT/views. */
   memoryBytes?: number;
+  /** Told when a built view could not be written to disk (it is served from memory all the same). */
+  onWarning?: (message: string) => void;
 }
 
 /** The name of the view of a list of layers (bottom first), the same wherever it is built. */
@@ -43,7 +45,7 @@ export class ViewStore {
 
   constructor(
     private readonly store: RegistryStore,
-    opts: ViewStoreOptions = {},
+    private readonly opts: ViewStoreOptions = {},
   ) {
     const memoryBytes = opts.memoryBytes ?? 256 * 1024 * 1024;
     if (!Number.isSafeInteger(memoryBytes) || memoryBytes < 1) {
@@ -72,13 +74,15 @@ export class ViewStore {
 
   private async load(key: string, recipes: readonly Digest[]): Promise<StoredView> {
     const path = join(this.dir, `${key}.view`);
+    // A view that cannot be read is built again, like one that is missing.
     let bytes: Buffer | undefined = await readFile(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
+      if (err.code !== 'ENOENT') this.opts.onWarning?.(`${path}: ${err.message}`);
+      return undefined;
     });
     if (!bytes) {
       const built = this.build(recipes);
-      await this.write(path, built);
+      // A view is a cache: a full or read-only disk costs the next process a rebuild, not this mount.
+      await this.write(path, built).catch((err: unknown) => this.opts.onWarning?.((err as Error).message));
       bytes = built;
     }
     const view: StoredView = { digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, bytes };

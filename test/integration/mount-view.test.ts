@@ -10,7 +10,7 @@
  * tests; the HTTP tests run anywhere.
  */
 import { createHash } from 'node:crypto';
-import { readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import type { Digest } from '../../src/model/digest.js';
@@ -140,6 +140,24 @@ describe('the registry serves built views', () => {
     expect(rebuilt.status).toBe(200);
     expect(rebuilt.body.equals(before.body)).toBe(true);
     expect(await readdir(views)).toContain(`${viewKey(recipes.slice(0, 1))}.view`);
+  });
+
+  it('serves a view it cannot keep on disk (a full or read-only disk), and says so in its log', async () => {
+    const views = join(registry.store.root, 'views');
+    await rename(views, `${views}.aside`);
+    // A file where the directory should be: every write of a view fails.
+    await writeFile(views, 'not a directory');
+    const lines: string[] = [];
+    try {
+      const fresh = await startRegistry(registry.store, { logLevel: 'warn', logWrite: (l) => lines.push(l) });
+      const r = await fetchRaw(fresh.url, viewPath(2));
+      expect(r.status).toBe(200);
+      expect(UnionView.decode(r.body, { lookup: 'flat' }).recipes).toEqual(recipes.slice(0, 2));
+      expect(lines.join('\n')).toMatch(/view not kept on disk/);
+    } finally {
+      await rm(views, { force: true });
+      await rename(`${views}.aside`, views);
+    }
   });
 });
 

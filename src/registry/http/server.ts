@@ -160,7 +160,7 @@ export class RegistryHttpServer {
     private readonly opts: RegistryHttpServerOptions = {},
   ) {
     this.metrics = opts.metrics ?? new RegistryMetrics();
-    this.views = new ViewStore(store);
+    this.views = new ViewStore(store, { onWarning: (message) => log.warn('view not kept on disk', { message }) });
     this.oci = new OciApi(store, opts.oci ?? DEFAULT_OCI_OPTIONS, log);
     const repo = '([a-z0-9][a-z0-9._/-]*)';
     this.routes = [
