@@ -103,6 +103,7 @@ export async function runDaemon(content: ContentStack, opts: DaemonOptions): Pro
         };
         if (typeof req.upper === 'string') m.upper = req.upper;
         if (req.prefetch === true) m.prefetch = true;
+        if (req.shareReads === false) m.shareReads = false;
         if (req.timeOpens === true) m.timeOpens = true;
         if (req.layers !== undefined) {
           if (typeof req.layers !== 'number' || !Number.isSafeInteger(req.layers) || req.layers < 1) {

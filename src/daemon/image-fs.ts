@@ -21,6 +21,8 @@ export type PathOperation = Exclude<FsOperation, 'read'>;
 
 export interface ReadReport {
   ref: BlobRef;
+  /** Where in the content the read started. */
+  position: number;
   /** The depth of the layer the file resolved in (1 = top layer). */
   depth: number;
   bytes: number;
@@ -164,6 +166,7 @@ export class ImageFs implements ReadOnlyFs {
       const data = await this.content.read(ref, position, length, { signal, ...(onServed ? { onServed } : {}) });
       report?.({
         ref,
+        position,
         depth,
         bytes: data.byteLength,
         seconds: (performance.now() - started) / 1000,
@@ -174,7 +177,7 @@ export class ImageFs implements ReadOnlyFs {
     } catch (err) {
       const seconds = (performance.now() - started) / 1000;
       const deadlineMissed = signal.aborted || isCairnError(err, ErrorCode.TIMEOUT);
-      report?.({ ref, depth, bytes: 0, seconds, source, error: err, deadlineMissed });
+      report?.({ ref, position, depth, bytes: 0, seconds, source, error: err, deadlineMissed });
       throw err;
     }
   }

@@ -4,18 +4,30 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import type { Entry } from '../model/entry.js';
+import type { Digest } from '../model/digest.js';
 import type { BlobSource } from '../fetch/blob-source.js';
 import { RegistryClient, type RemoteImage } from '../fetch/registry-client.js';
 import { FuseMount } from '../fuse/adapter.js';
 import { UnionView, type LookupMode } from '../union/view.js';
 import { ImageFs } from './image-fs.js';
 import { detach, isStaleFuseMount, mountedType } from './stale.js';
-import { loadRecord, prefetch, ReadRecorder, type PrefetchProgress } from './prefetch.js';
+import {
+  loadRecord,
+  mergeRefs,
+  prefetch,
+  PROFILE_WINDOW_MS,
+  ProfileRecorder,
+  ReadRecorder,
+  type PrefetchProgress,
+} from './prefetch.js';
 import type { Logger } from '../util/log.js';
 import { costModelOf, type CostModel } from '../metrics/cost-model.js';
 import { FsMetrics, MountMetrics } from '../metrics/fs-metrics.js';
 
 const run = promisify(execFile);
+
+/** Longest an unmount waits to share the mount's read profile with the registry. */
+const SHARE_AT_UNMOUNT_MS = 2000;
 
 export interface MountRequest {
   registry: string;
@@ -25,8 +37,13 @@ export interface MountRequest {
   lookup: LookupMode;
   /** Kernel overlayfs over the lazy view, with this directory holding upper/ and work/. */
   upper?: string;
-  /** Fetch in the background what earlier mounts of this image read. */
+  /**
+   * Fetch in the background what earlier mounts of this image read: this
+   * daemon's record, then the registry's read profile (what other daemons shared).
+   */
   prefetch?: boolean;
+  /** Share what this mount reads in its first 30 s with the registry's read profile of the image (default true). */
+  shareReads?: boolean;
   /** Route FUSE opens to cairn, so they are timed (a round trip per open). */
   timeOpens?: boolean;
   /**
@@ -92,6 +109,11 @@ interface Mounted {
   readErrors: number;
   bytesServed: number;
   recorder: ReadRecorder;
+  /** The start-up reads to share with the registry; absent with shareReads false. */
+  profile?: ProfileRecorder;
+  /** Shares the profile when its window closes (cleared at unmount). */
+  profileTimer?: NodeJS.Timeout;
+  client: RegistryClient;
   metrics: MountMetrics;
   prefetch?: PrefetchProgress;
   stopPrefetch: AbortController;
@@ -163,6 +185,8 @@ export class MountManager {
       readErrors: 0,
       bytesServed: 0,
       recorder: new ReadRecorder(recordDir, image.digest),
+      ...(req.shareReads === false ? {} : { profile: new ProfileRecorder() }),
+      client,
       stopPrefetch: new AbortController(),
     };
     const source = await this.content.sourceFor(req.registry);
@@ -173,7 +197,10 @@ export class MountManager {
         read: (r) => {
           metrics.read(r);
           const { ref, bytes, error } = r;
-          if (!error) record.recorder?.note(ref);
+          if (!error) {
+            record.recorder?.note(ref);
+            record.profile?.note(ref, r.position, bytes);
+          }
           if (error) {
             record.readErrors = (record.readErrors ?? 0) + 1;
             this.opts.log.warn('read failed', {
@@ -233,11 +260,29 @@ export class MountManager {
       readySeconds: (performance.now() - started) / 1000,
     };
     if (req.prefetch) {
-      const refs = await loadRecord(recordDir, image.digest);
-      record.prefetch = prefetch(source, refs, (record.stopPrefetch as AbortController).signal, this.opts.log);
+      // The mount answers now; the plan (a file here, a round trip to the registry) is made behind it.
+      const plan = Promise.all([
+        loadRecord(recordDir, image.digest),
+        client.readProfile(image.digest).catch((err: unknown) => {
+          this.opts.log.warn('no read profile from the registry; prefetching from the local record only', {
+            image: image.digest,
+            error: err instanceof Error ? err.message : String(err),
+          });
+          return [];
+        }),
+      ]).then(([local, shared]) => {
+        const refs = mergeRefs(local, shared);
+        return { refs, fromRegistry: refs.length - local.length };
+      });
+      record.prefetch = prefetch(source, plan, (record.stopPrefetch as AbortController).signal, this.opts.log);
     }
     Object.assign(record, { info, fs, fuse, ...(lowerDir ? { lowerDir } : {}) });
-    this.mounts.set(mountpoint, record as Mounted);
+    const mounted = record as Mounted;
+    if (mounted.profile) {
+      mounted.profileTimer = setTimeout(() => void this.shareProfile(mounted), PROFILE_WINDOW_MS);
+      mounted.profileTimer.unref();
+    }
+    this.mounts.set(mountpoint, mounted);
     this.metrics.track(metrics);
     this.opts.log.info('mounted', { ...info });
     return info;
@@ -285,6 +330,8 @@ export class MountManager {
     const m = this.mounts.get(mountpoint);
     if (!m) throw new CairnError(ErrorCode.NOT_FOUND, `${mountpoint}: not mounted by this daemon`);
     m.stopPrefetch.abort();
+    clearTimeout(m.profileTimer);
+    await this.shareProfile(m, AbortSignal.timeout(SHARE_AT_UNMOUNT_MS));
     await m.recorder.save().catch((err: unknown) =>
       this.opts.log.warn('could not save the read record', {
         error: err instanceof Error ? err.message : String(err),
@@ -297,6 +344,25 @@ export class MountManager {
     this.mounts.delete(mountpoint);
     this.metrics.forget(mountpoint);
     this.opts.log.info('unmounted', { mountpoint });
+  }
+
+  /**
+   * Sends the mount's start-up reads to the registry, once. Failing to share
+   * (a registry that is down, or refuses profiles) costs the next node its
+   * prefetch, nothing else: logged, never thrown.
+   */
+  private async shareProfile(m: Mounted, signal?: AbortSignal): Promise<void> {
+    const entries = m.profile?.take() ?? [];
+    if (entries.length === 0) return;
+    try {
+      await m.client.shareReadProfile(m.info.digest as Digest, entries, signal);
+      this.opts.log.debug('read profile shared', { image: m.info.digest, files: entries.length });
+    } catch (err) {
+      this.opts.log.warn('could not share the read profile with the registry', {
+        image: m.info.digest,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
   }
 
   list(): MountInfo[] {

@@ -59,8 +59,14 @@ export class HttpPool {
         : Promise.resolve({ request: http.request, agent: new http.Agent(agentOpts) });
   }
 
-  /** GETs `path`; resolves once the status and headers are in. */
-  async request(req: { path: string; headers?: Record<string, string>; signal?: AbortSignal }): Promise<HttpResponse> {
+  /** GETs `path` (or sends `body` with `method`); resolves once the status and headers are in. */
+  async request(req: {
+    path: string;
+    headers?: Record<string, string>;
+    signal?: AbortSignal;
+    method?: 'GET' | 'POST';
+    body?: Buffer;
+  }): Promise<HttpResponse> {
     const { request, agent } = await this.client;
     if (this.closed) throw new Error('the HTTP pool is closed');
     return new Promise<HttpResponse>((resolve, reject) => {
@@ -70,8 +76,8 @@ export class HttpPool {
           hostname: this.origin.hostname,
           port: this.origin.port,
           path: req.path,
-          method: 'GET',
-          headers: req.headers,
+          method: req.method ?? 'GET',
+          headers: req.body ? { ...req.headers, 'content-length': String(req.body.byteLength) } : req.headers,
           agent,
           timeout: this.opts.idleTimeoutMs,
           ...(req.signal ? { signal: req.signal } : {}),
@@ -84,7 +90,7 @@ export class HttpPool {
         r.destroy(err);
       });
       r.on('error', reject);
-      r.end();
+      r.end(req.body);
     });
   }
 

@@ -5,6 +5,13 @@ import { CairnError, ErrorCode } from '../model/errors.js';
 import { parseDigest, type Digest } from '../model/digest.js';
 import { checkRecipeDigest, parseRecipe, type Recipe } from '../model/recipe.js';
 import { HttpPool, readBody } from './http-pool.js';
+import {
+  decodeProfile,
+  encodeProfile,
+  MAX_PROFILE_FILES,
+  READ_PROFILE_MEDIA_TYPE,
+  type ProfileEntry,
+} from '../model/read-profile.js';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -53,13 +60,16 @@ export class RegistryClient {
   private async get(
     path: string,
     what: string,
+    post?: { body: Buffer; contentType: string; signal?: AbortSignal },
   ): Promise<{ status: number; body: Buffer; encoding?: string; viewDigest?: string }> {
     if (this.closed) throw new CairnError(ErrorCode.UNAVAILABLE, 'registry client is closed');
+    const deadline = AbortSignal.timeout(this.deadlineMs);
     try {
       const res = await this.pool.request({
         path,
-        headers: { 'accept-encoding': 'gzip' },
-        signal: AbortSignal.timeout(this.deadlineMs),
+        headers: post ? { 'content-type': post.contentType } : { 'accept-encoding': 'gzip' },
+        signal: post?.signal ? AbortSignal.any([deadline, post.signal]) : deadline,
+        ...(post ? { method: 'POST' as const, body: post.body } : {}),
       });
       const body = await readBody(res.body);
       const encoding = res.headers['content-encoding'];
@@ -155,6 +165,26 @@ export class RegistryClient {
       );
     }
     return r.body;
+  }
+
+  /** Image `digest`'s read profile (empty when none was shared; NOT_FOUND from a registry that keeps none). */
+  async readProfile(digest: Digest): Promise<ProfileEntry[]> {
+    const what = `read profile of image ${digest} at ${this.opts.url}`;
+    const r = await this.get(`/api/v1/images/${digest}/profile`, what);
+    this.check(r, what);
+    return decodeProfile(r.body, what);
+  }
+
+  /** Adds what a mount of image `digest` read to the registry's read profile of it. */
+  async shareReadProfile(digest: Digest, entries: readonly ProfileEntry[], signal?: AbortSignal): Promise<void> {
+    const what = `sharing the read profile of image ${digest} with ${this.opts.url}`;
+    const body = Buffer.from(encodeProfile(entries.slice(0, MAX_PROFILE_FILES)));
+    const r = await this.get(`/api/v1/images/${digest}/profile`, what, {
+      body,
+      contentType: READ_PROFILE_MEDIA_TYPE,
+      ...(signal ? { signal } : {}),
+    });
+    this.check(r, what);
   }
 
   async close(): Promise<void> {

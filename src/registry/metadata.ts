@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import type { Digest } from '../model/digest.js';
 import { CHUNK_BYTES, LEGACY_CHUNK_BYTES } from '../model/chunks.js';
+import { mergeEntry, type ProfileEntry } from '../model/read-profile.js';
 
 const SCHEMA_VERSION = 1;
 
@@ -87,6 +88,13 @@ CREATE TABLE IF NOT EXISTS tags (
   image TEXT NOT NULL REFERENCES images(digest),
   updated_ms INTEGER NOT NULL,
   PRIMARY KEY (repository, tag)
+) WITHOUT ROWID;
+-- Read profiles: the contents mounts of an image read soon after mounting, in first-read order
+-- (JSON [[digest, size], ...]), shared by daemons so that a node that never ran the image can prefetch.
+CREATE TABLE IF NOT EXISTS read_profiles (
+  image TEXT PRIMARY KEY REFERENCES images(digest) ON DELETE CASCADE,
+  files TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 `;
 
@@ -400,6 +408,94 @@ export class MetadataStore {
       .get(digest) as { size: number; chunks: Buffer | null; chunk_bytes: number | null } | undefined;
     if (!row) return undefined;
     return { size: row.size, chunks: row.chunks ?? undefined, chunkBytes: row.chunk_bytes ?? LEGACY_CHUNK_BYTES };
+  }
+
+  /** The read profile of image `digest` (empty when none was shared, or the store predates profiles). */
+  readProfile(digest: Digest): ProfileEntry[] {
+    let row: { files: string } | undefined;
+    try {
+      row = this.db.prepare('SELECT files FROM read_profiles WHERE image = ?').get(digest) as
+        { files: string } | undefined;
+    } catch (err) {
+      // A store opened read-only that no writer has opened since profiles exist has no table yet.
+      if (/no such table/.test((err as Error).message)) return [];
+      throw toCairnError(err, ErrorCode.STORAGE, `reading the read profile of ${digest}`);
+    }
+    if (!row) return [];
+    return (JSON.parse(row.files) as [Digest, number, number[]?][]).map(([d, size, blocks]) =>
+      blocks ? { digest: d, size, blocks } : { digest: d, size },
+    );
+  }
+
+  /**
+   * Merges `entries` into image `digest`'s read profile: contents already in it
+   * keep their place, new ones are appended in the order given, up to `max`.
+   * Every entry must be a regular file's content of one of the image's layers,
+   * with its stored size; one that is not fails the whole merge (INVALID_INPUT
+   * naming it) and changes nothing. Returns the profile's size and what was added.
+   */
+  mergeReadProfile(digest: Digest, entries: ProfileEntry[], max: number): { files: number; added: number } {
+    const tx = this.db.transaction(() => {
+      if (!this.db.prepare('SELECT 1 FROM images WHERE digest = ?').get(digest)) {
+        throw new CairnError(ErrorCode.NOT_FOUND, `image ${digest}: not in this registry`);
+      }
+      const inImage = this.db.prepare(
+        `SELECT f.size FROM image_layers l JOIN recipe_files r ON r.recipe = l.recipe JOIN files f ON f.digest = r.digest
+          WHERE l.image = ? AND r.digest = ? LIMIT 1`,
+      );
+      entries.forEach((e, i) => {
+        const row = inImage.get(digest, e.digest) as { size: number } | undefined;
+        if (!row) {
+          throw new CairnError(
+            ErrorCode.INVALID_INPUT,
+            `read profile of ${digest}: entry ${i} (${e.digest}) is not a file of the image`,
+          );
+        }
+        if (row.size !== e.size) {
+          throw new CairnError(
+            ErrorCode.INVALID_INPUT,
+            `read profile of ${digest}: entry ${i} (${e.digest}) has size ${e.size}, the content has ${row.size}`,
+          );
+        }
+      });
+      const current = this.readProfile(digest);
+      const at = new Map(current.map((e, i) => [e.digest, i]));
+      let added = 0;
+      let changed = false;
+      for (const e of entries) {
+        const i = at.get(e.digest);
+        if (i !== undefined) {
+          // Read again elsewhere: the content keeps its place, its blocks grow.
+          const merged = mergeEntry(current[i] as ProfileEntry, e);
+          changed ||= (merged.blocks?.length ?? Infinity) !== ((current[i] as ProfileEntry).blocks?.length ?? Infinity);
+          current[i] = merged;
+          continue;
+        }
+        if (current.length >= max) continue;
+        at.set(e.digest, current.length);
+        current.push(e);
+        added++;
+      }
+      if (added > 0 || changed) {
+        this.db
+          .prepare(
+            `INSERT INTO read_profiles (image, files, updated_ms) VALUES (?, ?, ?)
+               ON CONFLICT (image) DO UPDATE SET files = excluded.files, updated_ms = excluded.updated_ms`,
+          )
+          .run(
+            digest,
+            JSON.stringify(current.map((e) => (e.blocks ? [e.digest, e.size, e.blocks] : [e.digest, e.size]))),
+            Date.now(),
+          );
+      }
+      return { files: current.length, added };
+    });
+    try {
+      return tx.immediate();
+    } catch (err) {
+      if (err instanceof CairnError) throw err;
+      throw toCairnError(err, ErrorCode.STORAGE, `saving the read profile of ${digest}`);
+    }
   }
 
   allImages(): { digest: Digest; repository: string; tags: string }[] {

@@ -226,7 +226,11 @@ export function registerMount(program: Command): void {
       .option('--lookup <mode>', 'flat (merged index) or stacked (walk layers top-down, as overlayfs)', 'flat')
       .option('--writable', 'kernel overlayfs on top of the lazy view, with --upper holding the changes')
       .option('--upper <dir>', 'with --writable: directory (may be on tmpfs) for upper/ and work/')
-      .option('--prefetch', 'fetch in the background what earlier mounts of this image read (behind demand reads)')
+      .option(
+        '--prefetch',
+        "fetch in the background what earlier mounts of this image read, here and (the registry's read profile) on other nodes",
+      )
+      .option('--no-share-reads', "do not add this mount's start-up reads to the registry's read profile of the image")
       .option('--time-opens', 'route opens to cairn so --metrics times them by depth (a round trip per open)')
       .option('--foreground', 'serve in this process until SIGINT/SIGTERM instead of in the background daemon')
       .option('--json', 'machine-readable output'),
@@ -241,6 +245,7 @@ export function registerMount(program: Command): void {
         upper?: string;
         foreground?: boolean;
         prefetch?: boolean;
+        shareReads: boolean;
         timeOpens?: boolean;
         json?: boolean;
       },
@@ -262,6 +267,7 @@ export function registerMount(program: Command): void {
         lookup: o.lookup,
         ...(o.upper ? { upper: resolve(o.upper) } : {}),
         ...(o.prefetch ? { prefetch: true } : {}),
+        ...(o.shareReads === false ? { shareReads: false } : {}),
         ...(o.timeOpens ? { timeOpens: true } : {}),
       };
       const socket = controlSocketPath(resolve(o.stateDir));

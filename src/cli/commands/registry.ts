@@ -29,49 +29,63 @@ export function registerRegistry(program: Command): void {
     .option('--config <file>', 'JSON config file with root, listen, logLevel, oci (auth, limits; see README)')
     .option('--log-level <level>', 'debug|info|warn|error|silent (env CAIRN_LOG_LEVEL)')
     .option('--workers <n>', 'server processes sharing the socket: a number or auto, one per CPU (env CAIRN_WORKERS)')
-    .action(async (opts: { root?: string; listen?: string; config?: string; logLevel?: string; workers?: string }) => {
-      const { resolveServeConfig } = await import('../../registry/config.js');
-      const cfg = resolveServeConfig(opts);
-      const cluster = cfg.workers > 1 ? await import('../../registry/http/cluster.js') : undefined;
-      const worker = cluster?.isClusterWorker() ?? false;
-      const log = createLogger({
-        level: cfg.logLevel,
-        component: worker ? `registry-worker-${process.pid}` : 'registry',
-      });
-      const announce = (addr: { host: string; port: number }): void =>
-        log.info('listening', {
-          url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
-          root: cfg.root,
-          workers: cfg.workers,
+    .option(
+      '--no-read-profiles',
+      "refuse daemons' read profiles (POST /api/v1/images/D/profile); kept ones are still served",
+    )
+    .action(
+      async (opts: {
+        root?: string;
+        listen?: string;
+        config?: string;
+        logLevel?: string;
+        workers?: string;
+        readProfiles: boolean;
+      }) => {
+        const { resolveServeConfig } = await import('../../registry/config.js');
+        const cfg = resolveServeConfig(opts);
+        const cluster = cfg.workers > 1 ? await import('../../registry/http/cluster.js') : undefined;
+        const worker = cluster?.isClusterWorker() ?? false;
+        const log = createLogger({
+          level: cfg.logLevel,
+          component: worker ? `registry-worker-${process.pid}` : 'registry',
         });
-      if (cluster && !worker) {
-        await cluster.runClusterPrimary({ workers: cfg.workers, log, onListening: announce });
-        return;
-      }
-      const m = await registryModules();
-      const store = await m.RegistryStore.open(cfg.root);
-      const metrics = new m.RegistryMetrics();
-      const server = new m.RegistryHttpServer(store, log, {
-        metrics,
-        metricsText: cluster?.workerMetrics(metrics.registry),
-        oci: cfg.oci,
-      });
-      const addr = await server.listen(cfg.host, cfg.port);
-      if (!worker) announce(addr);
-      await new Promise<void>((resolve) => {
-        const stop = (why: Record<string, string>): void => {
-          log.info('stopping', why);
-          void server.close().then(() => {
-            store.close();
-            resolve();
+        const announce = (addr: { host: string; port: number }): void =>
+          log.info('listening', {
+            url: `http://${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`,
+            root: cfg.root,
+            workers: cfg.workers,
           });
-        };
-        process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
-        process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
-        // A worker is told to stop by the primary disconnecting it.
-        if (worker) process.once('disconnect', () => stop({ reason: 'disconnected by the primary' }));
-      });
-    });
+        if (cluster && !worker) {
+          await cluster.runClusterPrimary({ workers: cfg.workers, log, onListening: announce });
+          return;
+        }
+        const m = await registryModules();
+        const store = await m.RegistryStore.open(cfg.root);
+        const metrics = new m.RegistryMetrics();
+        const server = new m.RegistryHttpServer(store, log, {
+          metrics,
+          metricsText: cluster?.workerMetrics(metrics.registry),
+          oci: cfg.oci,
+          acceptReadProfiles: opts.readProfiles,
+        });
+        const addr = await server.listen(cfg.host, cfg.port);
+        if (!worker) announce(addr);
+        await new Promise<void>((resolve) => {
+          const stop = (why: Record<string, string>): void => {
+            log.info('stopping', why);
+            void server.close().then(() => {
+              store.close();
+              resolve();
+            });
+          };
+          process.once('SIGINT', () => stop({ signal: 'SIGINT' }));
+          process.once('SIGTERM', () => stop({ signal: 'SIGTERM' }));
+          // A worker is told to stop by the primary disconnecting it.
+          if (worker) process.once('disconnect', () => stop({ reason: 'disconnected by the primary' }));
+        });
+      },
+    );
 
   registry
     .command('stats')

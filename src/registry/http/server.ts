@@ -18,6 +18,13 @@ import { isOciPath, OciApi } from '../oci/api.js';
 import { ViewStore } from '../views.js';
 import { VIEW_MEDIA_TYPE } from '../../union/serialize.js';
 import { DEFAULT_OCI_OPTIONS, type OciOptions } from '../oci/options.js';
+import {
+  decodeProfile,
+  encodeProfile,
+  MAX_PROFILE_BODY_BYTES,
+  MAX_PROFILE_FILES,
+  READ_PROFILE_MEDIA_TYPE,
+} from '../../model/read-profile.js';
 
 /** The native API's version prefix. */
 export const API_PREFIX = '/api/v1';
@@ -79,6 +86,8 @@ interface Route {
   name: string;
   pattern: RegExp;
   handler: Handler;
+  /** Methods besides GET and HEAD this route takes. */
+  writes?: string[];
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -110,6 +119,20 @@ function imageJson(img: ImageRow, extra: Record<string, unknown> = {}): unknown 
   };
 }
 
+/** A request's body, refused (TOO_LARGE) past `maxBytes` without reading on. */
+async function readRequestBody(req: IncomingMessage, maxBytes: number, what: string): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > maxBytes) throw new CairnError(ErrorCode.TOO_LARGE, `${what}: ${declared} bytes, at most ${maxBytes}`);
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const piece of req as AsyncIterable<Buffer>) {
+    total += piece.byteLength;
+    if (total > maxBytes) throw new CairnError(ErrorCode.TOO_LARGE, `${what}: over ${maxBytes} bytes`);
+    parts.push(piece);
+  }
+  return Buffer.concat(parts, total);
+}
+
 function decodeParam(raw: string, what: string): string {
   try {
     return decodeURIComponent(raw);
@@ -128,6 +151,11 @@ export interface RegistryHttpServerOptions {
   metricsText?: () => Promise<{ text: string; contentType: string }>;
   /** The /v2 API's auth, limits and layer blob policy (DEFAULT_OCI_OPTIONS when absent). */
   oci?: OciOptions;
+  /**
+   * Whether daemons may add to images' read profiles (POST .../profile; default
+   * true). Profiles already kept are served either way.
+   */
+  acceptReadProfiles?: boolean;
 }
 
 /**
@@ -194,6 +222,12 @@ export class RegistryHttpServer {
         name: 'view',
         pattern: /^\/api\/v1\/images\/([^/]+)\/view$/,
         handler: (q, s, p) => this.view(q, s, p),
+      },
+      {
+        name: 'profile',
+        pattern: /^\/api\/v1\/images\/([^/]+)\/profile$/,
+        handler: (q, s, p) => this.profile(q, s, p),
+        writes: ['POST'],
       },
       { name: 'recipe', pattern: /^\/api\/v1\/recipes\/([^/]+)$/, handler: (q, s, p) => this.recipe(q, s, p) },
       {
@@ -296,18 +330,22 @@ export class RegistryHttpServer {
     }
     try {
       if (!route) throw new CairnError(ErrorCode.NOT_FOUND, `no route for ${path.slice(0, 200)}`);
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (req.method !== 'GET' && req.method !== 'HEAD' && !route.writes?.includes(req.method ?? '')) {
         sendJson(
           res,
           405,
           { error: { code: 'CAIRN_ERR_METHOD', message: `${req.method} is not allowed here` } },
-          { allow: 'GET, HEAD' },
+          { allow: ['GET', 'HEAD', ...(route.writes ?? [])].join(', ') },
         );
         return;
       }
       await route.handler(req, res, params);
     } catch (err) {
-      if (req.destroyed || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      // A request whose body was read to its end is destroyed too, its socket is not: no abort.
+      if (
+        (req.destroyed && req.socket.destroyed) ||
+        (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE'
+      ) {
         // The client went away mid-response: nothing failed on our side.
         this.log.debug('client aborted', { path });
         res.destroy();
@@ -394,6 +432,36 @@ export class RegistryHttpServer {
     headers['content-length'] = v.bytes.byteLength;
     res.writeHead(200, headers);
     res.end(req.method === 'HEAD' ? undefined : v.bytes);
+  }
+
+  /**
+   * An image's read profile: GET it (an empty list when none was shared), or
+   * POST what a mount read to merge it in (contents of the image only, sizes as
+   * stored; a bad entry changes nothing).
+   */
+  private async profile(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): Promise<void> {
+    const digest = parseDigest(decodeParam(raw, 'image digest'), 'image digest');
+    if (!this.store.meta.image(digest)) throw new CairnError(ErrorCode.NOT_FOUND, `image ${digest} is unknown`);
+    if (req.method === 'POST') {
+      if (this.opts.acceptReadProfiles === false) {
+        throw new CairnError(
+          ErrorCode.FORBIDDEN,
+          `read profiles: this registry does not take them (--no-read-profiles)`,
+        );
+      }
+      const what = `read profile of ${digest}`;
+      const entries = decodeProfile(await readRequestBody(req, MAX_PROFILE_BODY_BYTES, what), what);
+      const r = this.store.meta.mergeReadProfile(digest, entries, MAX_PROFILE_FILES);
+      sendJson(res, 200, r);
+      return;
+    }
+    const body = encodeProfile(this.store.meta.readProfile(digest));
+    res.writeHead(200, {
+      'content-type': READ_PROFILE_MEDIA_TYPE,
+      'cache-control': 'no-cache',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
   }
 
   private recipe(req: IncomingMessage, res: ServerResponse, [raw = '']: string[]): void {
