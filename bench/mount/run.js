@@ -1191,12 +1191,7 @@ function writeReport(results) {
       barChart({
         title: 'Cold start: time to run the image command (empty caches)',
         yLabel: 'seconds (median, min–max)',
-        series: [
-          'pull + tar unpack + run',
-          'pull + umoci unpack + run',
-          'cairn mount + run',
-          'cairn mount --prefetch + run (registry read profile)',
-        ],
+        series: ['pull + tar unpack + run', 'pull + umoci unpack + run', 'cairn mount + run', 'cairn --prefetch + run'],
         groups: r.images.map((im) => ({
           label: im.ref,
           bars: [
