@@ -133,9 +133,24 @@ export class MountManager {
 
   constructor(
     private readonly content: ContentStack,
-    private readonly opts: { stateDir: string; readDeadlineMs: number; log: Logger; metrics?: FsMetrics },
+    private readonly opts: {
+      stateDir: string;
+      readDeadlineMs: number;
+      log: Logger;
+      metrics?: FsMetrics;
+      /** How long after a mount its reads go into the profile shared with the registry (default 30 s). */
+      profileWindowMs?: number;
+    },
   ) {
     this.metrics = opts.metrics ?? new FsMetrics();
+    const w = opts.profileWindowMs;
+    if (w !== undefined && (!Number.isSafeInteger(w) || w <= 0)) {
+      throw new CairnError(ErrorCode.INVALID_OPTION, 'MountManager: option profileWindowMs must be a positive integer');
+    }
+  }
+
+  private get profileWindowMs(): number {
+    return this.opts.profileWindowMs ?? PROFILE_WINDOW_MS;
   }
 
   private client(url: string): RegistryClient {
@@ -185,7 +200,7 @@ export class MountManager {
       readErrors: 0,
       bytesServed: 0,
       recorder: new ReadRecorder(recordDir, image.digest),
-      ...(req.shareReads === false ? {} : { profile: new ProfileRecorder() }),
+      ...(req.shareReads === false ? {} : { profile: new ProfileRecorder(this.profileWindowMs) }),
       client,
       stopPrefetch: new AbortController(),
     };
@@ -279,7 +294,7 @@ export class MountManager {
     Object.assign(record, { info, fs, fuse, ...(lowerDir ? { lowerDir } : {}) });
     const mounted = record as Mounted;
     if (mounted.profile) {
-      mounted.profileTimer = setTimeout(() => void this.shareProfile(mounted), PROFILE_WINDOW_MS);
+      mounted.profileTimer = setTimeout(() => void this.shareProfile(mounted), this.profileWindowMs);
       mounted.profileTimer.unref();
     }
     this.mounts.set(mountpoint, mounted);

@@ -201,6 +201,27 @@ describe('sharing reads between daemons', () => {
     }
   });
 
+  it('a mount that stays shares what it read in its window when the window closes, and nothing read after it', async () => {
+    const { tmp, reg, image } = await setUp();
+    const mnt = join(tmp, 'mnt');
+    await mkdir(mnt);
+    const node = await mountInProcess(reg.url, 'lib/p:1', join(tmp, 'node'), mnt, {}, { profileWindowMs: 1500 });
+    try {
+      await run('cat', [join(mnt, 'data/b')]);
+      let shared: unknown = [];
+      for (let i = 0; i < 100 && (shared as unknown[]).length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        shared = await getProfile(reg, image);
+      }
+      // Shared while still mounted; data/c, read after the window, never is (not even at unmount).
+      expect(shared).toEqual([[d(B), B.length]]);
+      await run('cat', [join(mnt, 'data/c')]);
+    } finally {
+      await node.close();
+    }
+    expect(await getProfile(reg, image)).toEqual([[d(B), B.length]]);
+  });
+
   it('--no-share-reads keeps a mount out of the profile; a registry that refuses profiles costs nothing but the prefetch', async () => {
     const { tmp, reg, image, store } = await setUp();
     const mnt = join(tmp, 'mnt');
