@@ -114,6 +114,8 @@ interface Mounted {
   /** Shares the profile when its window closes (cleared at unmount). */
   profileTimer?: NodeJS.Timeout;
   client: RegistryClient;
+  /** The image's digest (what its read profile is kept under). */
+  image: Digest;
   metrics: MountMetrics;
   prefetch?: PrefetchProgress;
   stopPrefetch: AbortController;
@@ -202,6 +204,7 @@ export class MountManager {
       recorder: new ReadRecorder(recordDir, image.digest),
       ...(req.shareReads === false ? {} : { profile: new ProfileRecorder(this.profileWindowMs) }),
       client,
+      image: image.digest,
       stopPrefetch: new AbortController(),
     };
     const source = await this.content.sourceFor(req.registry);
@@ -212,17 +215,17 @@ export class MountManager {
         read: (r) => {
           metrics.read(r);
           const { ref, bytes, error } = r;
-          if (!error) {
-            record.recorder?.note(ref);
-            record.profile?.note(ref, r.position, bytes);
-          }
           if (error) {
             record.readErrors = (record.readErrors ?? 0) + 1;
             this.opts.log.warn('read failed', {
               mountpoint,
               error: error instanceof Error ? error.message : String(error),
             });
-          } else record.bytesServed = (record.bytesServed ?? 0) + bytes;
+            return;
+          }
+          record.bytesServed = (record.bytesServed ?? 0) + bytes;
+          record.recorder?.note(ref);
+          record.profile?.note(ref, r.position, bytes);
         },
       },
     });
@@ -370,7 +373,7 @@ export class MountManager {
     const entries = m.profile?.take() ?? [];
     if (entries.length === 0) return;
     try {
-      await m.client.shareReadProfile(m.info.digest as Digest, entries, signal);
+      await m.client.shareReadProfile(m.image, entries, signal);
       this.opts.log.debug('read profile shared', { image: m.info.digest, files: entries.length });
     } catch (err) {
       this.opts.log.warn('could not share the read profile with the registry', {
