@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { CairnError, ErrorCode } from '../model/errors.js';
 import type { Entry } from '../model/entry.js';
 import type { Digest } from '../model/digest.js';
+import { mergeProfiles } from '../model/read-profile.js';
 import type { BlobSource } from '../fetch/blob-source.js';
 import { RegistryClient, type RemoteImage } from '../fetch/registry-client.js';
 import { FuseMount } from '../fuse/adapter.js';
@@ -13,7 +14,6 @@ import { ImageFs } from './image-fs.js';
 import { detach, isStaleFuseMount, mountedType } from './stale.js';
 import {
   loadRecord,
-  mergeRefs,
   prefetch,
   PROFILE_WINDOW_MS,
   ProfileRecorder,
@@ -289,7 +289,7 @@ export class MountManager {
           return [];
         }),
       ]).then(([local, shared]) => {
-        const refs = mergeRefs(local, shared);
+        const refs = mergeProfiles(local, shared);
         return { refs, fromRegistry: refs.length - local.length };
       });
       record.prefetch = prefetch(source, plan, (record.stopPrefetch as AbortController).signal, this.opts.log);

@@ -4,13 +4,7 @@ import { CHUNK_BYTES } from '../model/chunks.js';
 import { hexOf, isDigest, type Digest } from '../model/digest.js';
 import type { BlobRef, BlobSource } from '../fetch/blob-source.js';
 import type { Logger } from '../util/log.js';
-import {
-  blocksOf,
-  MAX_PROFILE_FILES,
-  mergeEntry,
-  PROFILE_BLOCK_BYTES,
-  type ProfileEntry,
-} from '../model/read-profile.js';
+import { blocksOf, MAX_PROFILE_FILES, PROFILE_BLOCK_BYTES, type ProfileEntry } from '../model/read-profile.js';
 
 /** Most contents remembered per image. */
 const MAX_RECORDED = 100_000;
@@ -101,20 +95,6 @@ export class ProfileRecorder {
       blocks.size >= blocksOf(size) ? { digest, size } : { digest, size, blocks: [...blocks].sort((a, b) => a - b) },
     );
   }
-}
-
-/** `first`, then what `second` adds (each content once, in order; the blocks of both). */
-export function mergeRefs(first: readonly ProfileEntry[], second: readonly ProfileEntry[]): ProfileEntry[] {
-  const at = new Map<string, number>();
-  const out: ProfileEntry[] = [];
-  for (const r of [...first, ...second]) {
-    const i = at.get(r.digest);
-    if (i === undefined) {
-      at.set(r.digest, out.length);
-      out.push(r);
-    } else out[i] = mergeEntry(out[i] as ProfileEntry, r);
-  }
-  return out;
 }
 
 export interface PrefetchProgress {

@@ -33,8 +33,13 @@ export const MAX_PROFILE_FILES = 20_000;
 /** Largest profile body a registry accepts (~80 bytes per entry). */
 export const MAX_PROFILE_BODY_BYTES = 4 * 1024 * 1024;
 
+/** The entries as wire (and storage) rows: `[digest, size]`, or `[digest, size, blocks]`. */
+export function profileRows(entries: readonly ProfileEntry[]): (string | number | number[])[][] {
+  return entries.map((e) => (e.blocks ? [e.digest, e.size, e.blocks] : [e.digest, e.size]));
+}
+
 export function encodeProfile(entries: readonly ProfileEntry[]): string {
-  return JSON.stringify({ files: entries.map((e) => (e.blocks ? [e.digest, e.size, e.blocks] : [e.digest, e.size])) });
+  return JSON.stringify({ files: profileRows(entries) });
 }
 
 /** What `a` and `b` (the same content) read together: the union of their blocks, or the whole content. */
@@ -42,6 +47,28 @@ export function mergeEntry(a: ProfileEntry, b: ProfileEntry): ProfileEntry {
   if (!a.blocks || !b.blocks) return { digest: a.digest, size: a.size };
   const blocks = [...new Set([...a.blocks, ...b.blocks])].sort((x, y) => x - y);
   return blocks.length >= blocksOf(a.size) ? { digest: a.digest, size: a.size } : { ...a, blocks };
+}
+
+/**
+ * `first`, then what `second` adds, in order, each content once: a content in
+ * both keeps its first place with the blocks of both; new contents stop at `max`.
+ */
+export function mergeProfiles(
+  first: readonly ProfileEntry[],
+  second: readonly ProfileEntry[],
+  max = Infinity,
+): ProfileEntry[] {
+  const at = new Map<string, number>();
+  const out: ProfileEntry[] = [];
+  for (const e of [...first, ...second]) {
+    const i = at.get(e.digest);
+    if (i !== undefined) out[i] = mergeEntry(out[i] as ProfileEntry, e);
+    else if (out.length < max) {
+      at.set(e.digest, out.length);
+      out.push(e);
+    }
+  }
+  return out;
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { CairnError, ErrorCode, toCairnError } from '../model/errors.js';
 import type { Digest } from '../model/digest.js';
 import { CHUNK_BYTES, LEGACY_CHUNK_BYTES } from '../model/chunks.js';
-import { mergeEntry, type ProfileEntry } from '../model/read-profile.js';
+import { mergeProfiles, profileRows, type ProfileEntry } from '../model/read-profile.js';
 
 const SCHEMA_VERSION = 1;
 
@@ -459,36 +459,18 @@ export class MetadataStore {
         }
       });
       const current = this.readProfile(digest);
-      const at = new Map(current.map((e, i) => [e.digest, i]));
-      let added = 0;
-      let changed = false;
-      for (const e of entries) {
-        const i = at.get(e.digest);
-        if (i !== undefined) {
-          // Read again elsewhere: the content keeps its place, its blocks grow.
-          const merged = mergeEntry(current[i] as ProfileEntry, e);
-          changed ||= (merged.blocks?.length ?? Infinity) !== ((current[i] as ProfileEntry).blocks?.length ?? Infinity);
-          current[i] = merged;
-          continue;
-        }
-        if (current.length >= max) continue;
-        at.set(e.digest, current.length);
-        current.push(e);
-        added++;
-      }
-      if (added > 0 || changed) {
+      const merged = mergeProfiles(current, entries, max);
+      const text = JSON.stringify(profileRows(merged));
+      // Unchanged (nothing new, no new block of a content already there): nothing to write.
+      if (text !== JSON.stringify(profileRows(current))) {
         this.db
           .prepare(
             `INSERT INTO read_profiles (image, files, updated_ms) VALUES (?, ?, ?)
                ON CONFLICT (image) DO UPDATE SET files = excluded.files, updated_ms = excluded.updated_ms`,
           )
-          .run(
-            digest,
-            JSON.stringify(current.map((e) => (e.blocks ? [e.digest, e.size, e.blocks] : [e.digest, e.size]))),
-            Date.now(),
-          );
+          .run(digest, text, Date.now());
       }
-      return { files: current.length, added };
+      return { files: merged.length, added: merged.length - current.length };
     });
     try {
       return tx.immediate();

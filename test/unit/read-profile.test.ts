@@ -4,9 +4,10 @@ import {
   encodeProfile,
   MAX_PROFILE_FILES,
   mergeEntry,
+  mergeProfiles,
   PROFILE_BLOCK_BYTES,
 } from '../../src/model/read-profile.js';
-import { mergeRefs, ProfileRecorder } from '../../src/daemon/prefetch.js';
+import { ProfileRecorder } from '../../src/daemon/prefetch.js';
 import type { Digest } from '../../src/model/digest.js';
 
 const dg = (n: number): Digest => `sha256:${n.toString(16).padStart(64, '0')}`;
@@ -90,13 +91,13 @@ describe('ProfileRecorder', () => {
   });
 });
 
-describe('mergeRefs', () => {
+describe('mergeProfiles', () => {
   it('keeps the first list, then what the second adds', () => {
     const a = { digest: dg(1), size: 1 };
     const b = { digest: dg(2), size: 2 };
     const c = { digest: dg(3), size: 3 };
-    expect(mergeRefs([b, a], [a, c, b])).toEqual([b, a, c]);
+    expect(mergeProfiles([b, a], [a, c, b])).toEqual([b, a, c]);
     const big = { digest: dg(4), size: 4 * PROFILE_BLOCK_BYTES };
-    expect(mergeRefs([{ ...big, blocks: [2] }], [{ ...big, blocks: [0] }])).toEqual([{ ...big, blocks: [0, 2] }]);
+    expect(mergeProfiles([{ ...big, blocks: [2] }], [{ ...big, blocks: [0] }])).toEqual([{ ...big, blocks: [0, 2] }]);
   });
 });
